@@ -1,0 +1,4 @@
+
+from exporter.cli import console_main
+
+console_main()
