@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_CONTENT_TYPE
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.registry import Collector
@@ -28,6 +28,8 @@ from exporter.snapshot import AccountState, Invoice, Snapshot, SnapshotStore
 NS = "cloudflare_ai_gateway"
 ACC = ["account_id", "account"]
 INV = [*ACC, "invoice_id"]
+# The classic text format, which every Prometheus version parses; newer client libraries label it 1.0.0.
+TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 @dataclass(frozen=True)
@@ -216,7 +218,7 @@ class MetricsRenderer:
     def render(self, accept: str | None = None, accept_encoding: str | None = None) -> Rendered:
         openmetrics = _wants_openmetrics(accept)
         use_gzip = _wants_gzip(accept_encoding)
-        content_type = OPENMETRICS_CONTENT_TYPE if openmetrics else CONTENT_TYPE_LATEST
+        content_type = OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE
         encoding = "gzip" if use_gzip else None
         if self._runtime is not None:
             body = self._billing(openmetrics, False)

@@ -1,7 +1,7 @@
 """The client-side request budget shared by every account of one exporter.
 
-A pacing limiter (a token bucket of depth one): requests are spaced at least ``1 / rate`` seconds apart,
-so no window of one second ever holds more than ``rate`` requests, however many accounts wait.
+A pacing limiter (a token bucket of depth one): requests are granted one at a time, at least ``1 / rate``
+seconds apart, so no window of one second ever holds more than ``rate`` requests, however many accounts wait.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ class RateLimiter:
         self._clock = clock
         self._next_slot = 0.0
         self._paused_until = 0.0
+        self._lock = asyncio.Lock()
 
     @property
     def rate(self) -> float:
@@ -32,18 +33,14 @@ class RateLimiter:
         """Hold every request until ``when`` (monotonic seconds): the API said to back off."""
         self._paused_until = max(self._paused_until, when)
 
-    def reserve(self) -> float:
-        """Book the next free slot and return how long to wait for it."""
-        now = self._clock()
-        slot = max(now, self._next_slot, self._paused_until)
-        self._next_slot = slot + self._interval
-        return slot - now
-
     async def acquire(self) -> None:
-        # reserve() has no await inside, so it is atomic on the event loop.
-        while True:
-            delay = self.reserve()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if self._clock() >= self._paused_until:  # else a 429 arrived while we waited: queue again
-                return
+        """Wait for the next slot. Slots are spaced from the moment each was actually granted, so a
+        late wake-up never lets two requests through closer together than ``1 / rate``."""
+        async with self._lock:
+            while True:
+                now = self._clock()
+                wait = max(self._next_slot, self._paused_until) - now
+                if wait <= 0:
+                    break
+                await asyncio.sleep(wait)  # re-checked: a 429 may have extended the pause meanwhile
+            self._next_slot = now + self._interval

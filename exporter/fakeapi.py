@@ -1,0 +1,966 @@
+"""A local fake of the Cloudflare API, for AI Gateway billing (invoice history).
+
+It speaks the real wire format (see shared/api/README.md) on a loopback port, so the exporter can be tried
+out without a Cloudflare account (``--demo``) and tested against realistic good and bad answers.
+
+Endpoints, under ``BASE_PATH``:
+
+- ``GET /accounts/{account_id}/ai-gateway/billing/invoice-history?type=&page=&per_page=``
+- ``GET /accounts?page=&per_page=`` (account discovery)
+
+Typical use in a test::
+
+    with FakeCloudflareAPI() as api:
+        api.add_account("023e105f4ecef8ad9ca31a8372d0c353", "production",
+                        [invoice(id="in_1", amount_due=1234.5, created=1700000000)])
+        api.inject(None, Fault.server_error(), Fault.rate_limited(retry_after=1))
+        ...  # point the exporter at api.base_url with bearer token "fake-api-token"
+        assert [r.status for r in api.requests] == [502, 429, 200]
+
+How one request is judged (the first step that objects answers):
+
+1. routing: unknown path 404 (code 7000), method other than GET 405 (7001), malformed account id 400 (7003);
+2. invoice-history only: the account's ``latency``, then the next queued ``Fault`` (account-specific first);
+3. rate limit, counted per credential: 429 (10100) with ``Retry-After``;
+4. authentication: bad headers 400 (6003), revoked token 403 (1000), unknown token 403 (10000),
+   wrong key pair 403 (9103);
+5. authorisation: unknown account, or a credential without access to it, 403 (9109);
+6. query validation: 400 (1001); then the answer.
+
+Run ``python -m exporter.fakeapi --listen 127.0.0.1:8787`` to serve the demo accounts until Ctrl-C.
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import random
+import re
+import selectors
+import socket
+import socketserver
+import string
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, cast
+from urllib.parse import parse_qsl, urlsplit
+
+__all__ = [
+    "BASE_PATH",
+    "DEMO_ACCOUNTS",
+    "DEMO_REVOKED_TOKEN",
+    "DEMO_TOKEN",
+    "FakeAccount",
+    "FakeCloudflareAPI",
+    "Fault",
+    "RecordedRequest",
+    "demo_api",
+    "invoice",
+    "main",
+]
+
+BASE_PATH = "/client/v4"
+
+# Fake credentials, valid only against this fake.
+DEMO_TOKEN = "demo-token-0c4f6a1e9b2d7f35"  # noqa: S105
+DEMO_REVOKED_TOKEN = "demo-revoked-token-7e21b9c0d4a8"  # noqa: S105
+DEMO_ACCOUNTS: dict[str, str] = {
+    "production": "023e105f4ecef8ad9ca31a8372d0c353",
+    "staging": "1b7e4d2c9a0f4e6b8d3c5a7f9e1b2d40",
+    "research": "6c2f8e1a3b5d7f9e0a4c6e8b1d3f5a72",
+    "bulk": "9d4b6f8a0c2e4a6c8e0b2d4f6a8c0e13",
+    "legacy": "f0e1d2c3b4a5968778695a4b3c2d1e0f",
+}
+
+INVOICE_PER_PAGE_MAX = 100
+ACCOUNTS_PER_PAGE_DEFAULT = 20
+ACCOUNTS_PER_PAGE_MAX = 50
+DEFAULT_RATE_LIMIT = (1200, 300.0)  # Cloudflare's published limit: 1,200 requests per 5 minutes
+
+_ACCOUNT_ID_RE = re.compile(r"[0-9a-f]{32}")
+_HISTORY_RE = re.compile(r"/accounts/([^/]+)/ai-gateway/billing/invoice-history")
+_ACCOUNT_IN_PATH_RE = re.compile(re.escape(BASE_PATH) + r"/accounts/([^/]+)")
+_INVOICE_TYPES = ("auto", "manual", "all")
+_DAY = 86400.0
+
+
+# --------------------------------------------------------------------------------------------------------
+# Public data types
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FakeAccount:
+    """One account served by the fake, with its invoices in wire format."""
+
+    id: str
+    name: str
+    invoices: list[dict[str, Any]]
+    token: str | None = None  # if set, only this bearer token (or the global key pair) may read the account
+    ignore_page: bool = False  # always answer page 1, whatever ?page= says
+    endless_has_more: bool = False  # has_more is always true; pages past the end are empty
+    latency: float = 0.0  # seconds to sleep before answering this account's invoice-history requests
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One queued misbehaviour of the invoice-history endpoint, consumed by one request."""
+
+    kind: str
+    status: int = 200
+    code: int = 0
+    message: str = ""
+    seconds: float = 0.0
+
+    @staticmethod
+    def rate_limited(retry_after: float = 1) -> Fault:
+        """HTTP 429, error code 10100, ``Retry-After`` in whole seconds (rounded up)."""
+        return Fault("rate_limited", status=429, code=10100, message="Rate limited", seconds=retry_after)
+
+    @staticmethod
+    def server_error(status: int = 502) -> Fault:
+        """A 5xx with an HTML body, like Cloudflare's own error pages."""
+        return Fault("server_error", status=status)
+
+    @staticmethod
+    def api_error(code: int = 10000, message: str = "Authentication error", status: int = 200) -> Fault:
+        """A ``success: false`` envelope with this code and message, sent with HTTP ``status``."""
+        return Fault("api_error", status=status, code=code, message=message)
+
+    @staticmethod
+    def delay(seconds: float) -> Fault:
+        """Sleep, then answer normally (to trigger client timeouts)."""
+        return Fault("delay", seconds=seconds)
+
+    @staticmethod
+    def invalid_json() -> Fault:
+        """HTTP 200, content-type application/json, but a truncated body that is not JSON."""
+        return Fault("invalid_json")
+
+    @staticmethod
+    def wrong_shape() -> Fault:
+        """HTTP 200 and ``success: true``, but ``result.invoices`` is a string, not a list."""
+        return Fault("wrong_shape")
+
+
+@dataclass
+class RecordedRequest:
+    """One request as the fake saw it. ``status`` is 0 while unanswered (or if abandoned by stop())."""
+
+    time: float  # time.monotonic() when received
+    method: str
+    path: str  # without the query string
+    query: dict[str, str]
+    auth: str  # "bearer", "key" or "none": what the client presented, valid or not
+    account_id: str | None  # the {account_id} path segment, if any
+    status: int = 0
+
+
+# --------------------------------------------------------------------------------------------------------
+# Replies and envelopes
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Reply:
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Principal:
+    """An authenticated credential: a bearer token or the global key pair."""
+
+    kind: str  # "bearer" or "key"
+    token: str | None = None
+
+
+_REASONS = {
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+    520: "Web Server Returned an Unknown Error",
+    521: "Web Server Is Down",
+    522: "Connection Timed Out",
+    523: "Origin Is Unreachable",
+    524: "A Timeout Occurred",
+}
+
+
+def _json_reply(status: int, payload: Any) -> _Reply:
+    return _Reply(status, json.dumps(payload, default=str).encode())
+
+
+def _error_reply(status: int, code: int, message: str, chain: list[dict[str, Any]] | None = None) -> _Reply:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if chain:
+        error["error_chain"] = chain
+    return _json_reply(status, {"success": False, "errors": [error], "messages": [], "result": None})
+
+
+def _success(result: Any, result_info: dict[str, Any]) -> _Reply:
+    return _json_reply(
+        200, {"success": True, "errors": [], "messages": [], "result": result, "result_info": result_info}
+    )
+
+
+def _html_error(status: int) -> _Reply:
+    title = f"{status} {_REASONS.get(status, 'Error')}"
+    page = (
+        f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n"
+        f"<center><h1>{title}</h1></center>\r\n<hr><center>cloudflare</center>\r\n</body>\r\n</html>\r\n"
+    )
+    return _Reply(status, page.encode(), content_type="text/html")
+
+
+def _bad_headers(code: int, message: str) -> _Reply:
+    return _error_reply(400, 6003, "Invalid request headers", [{"code": code, "message": message}])
+
+
+def _ray_id() -> str:
+    return f"{random.getrandbits(64):016x}-SJC"
+
+
+# --------------------------------------------------------------------------------------------------------
+# Request helpers (pure functions)
+# --------------------------------------------------------------------------------------------------------
+
+
+def _auth_kind(headers: dict[str, str]) -> str:
+    if headers.get("authorization", "").lower().startswith("bearer"):
+        return "bearer"
+    if "x-auth-key" in headers or "x-auth-email" in headers:
+        return "key"
+    return "none"
+
+
+def _credential_key(headers: dict[str, str], client: str) -> str:
+    """What the rate limit counts against: the token, the key pair's e-mail, or the client address."""
+    if "authorization" in headers:
+        return "auth:" + headers["authorization"]
+    if "x-auth-email" in headers or "x-auth-key" in headers:
+        return "email:" + headers.get("x-auth-email", "")
+    return "anonymous:" + client
+
+
+def _positive_int(query: dict[str, str], name: str, default: int) -> int:
+    raw = query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"Invalid value for {name}: {raw!r} is not an integer") from None
+    if value < 1:
+        raise ValueError(f"Invalid value for {name}: must be at least 1")
+    return value
+
+
+def _page_params(query: dict[str, str], default: int, cap: int) -> tuple[int, int] | _Reply:
+    """(page, per_page) from the query, per_page capped; or a 400 reply."""
+    try:
+        page = _positive_int(query, "page", 1)
+        per_page = min(_positive_int(query, "per_page", default), cap)
+    except ValueError as exc:
+        return _error_reply(400, 1001, str(exc))
+    return page, per_page
+
+
+def _origin_kind(entry: Any) -> str:
+    """'manual' for invoices with invoice_origin 'manual', else 'auto' (malformed entries too)."""
+    if isinstance(entry, dict) and entry.get("invoice_origin") == "manual":
+        return "manual"
+    return "auto"
+
+
+def _account_json(account: FakeAccount) -> dict[str, Any]:
+    return {
+        "id": account.id,
+        "name": account.name,
+        "type": "standard",
+        "settings": {
+            "enforce_twofactor": False,
+            "api_access_enabled": None,
+            "access_approval_expiry": None,
+            "abuse_contact_email": None,
+        },
+        "created_on": "2021-06-01T12:00:00.000000Z",
+    }
+
+
+# --------------------------------------------------------------------------------------------------------
+# Rate limiting
+# --------------------------------------------------------------------------------------------------------
+
+
+class _RateLimiter:
+    """A sliding-window count of admitted requests per credential; refuses only if ``enforce``."""
+
+    def __init__(self, limit: int, window: float, enforce: bool) -> None:
+        self.limit = limit
+        self.window = window
+        self.enforce = enforce
+        self._hits: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def hit(self, key: str) -> tuple[bool, int]:
+        """Count one request. Returns (admitted, seconds until a slot frees up)."""
+        with self._lock:
+            now = time.monotonic()
+            hits = self._recent(key, now)
+            admitted = not self.enforce or len(hits) < self.limit
+            if admitted:
+                hits.append(now)
+            return admitted, self._reset(hits, now)
+
+    def headers(self, key: str) -> dict[str, str]:
+        """The ``Ratelimit`` and ``Ratelimit-Policy`` headers for this credential, as of now."""
+        with self._lock:
+            now = time.monotonic()
+            hits = self._recent(key, now)
+            remaining = max(0, self.limit - len(hits))
+            reset = self._reset(hits, now)
+        return self.format(remaining, reset)
+
+    def format(self, remaining: int, reset: int) -> dict[str, str]:
+        return {
+            "Ratelimit": f'"default";r={remaining};t={reset}',
+            "Ratelimit-Policy": f'"default";q={self.limit};w={math.ceil(self.window)}',
+        }
+
+    def _recent(self, key: str, now: float) -> deque[float]:
+        hits = self._hits.setdefault(key, deque())
+        while hits and hits[0] <= now - self.window:
+            hits.popleft()
+        return hits
+
+    def _reset(self, hits: deque[float], now: float) -> int:
+        if not hits:
+            return math.ceil(self.window)
+        return max(1, math.ceil(hits[0] + self.window - now))
+
+
+# --------------------------------------------------------------------------------------------------------
+# HTTP plumbing
+# --------------------------------------------------------------------------------------------------------
+
+
+class _Server(ThreadingHTTPServer):
+    """Threaded HTTP server that knows its fake, stops at once and can cut its open connections."""
+
+    daemon_threads = True
+    block_on_close = False
+    timeout = 0  # handle_request() must not wait: serve() calls it only when a connection is pending
+
+    def __init__(self, host: str, port: int, api: FakeCloudflareAPI) -> None:
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.api = api
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        self._wake_r, self._wake_w = socket.socketpair()
+        super().__init__((host, port), _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind does a reverse DNS lookup (socket.getfqdn), which can be slow: skip it.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.socket.getsockname()[:2]
+        self.server_name, self.server_port = str(host), int(port)
+
+    def serve(self, stopping: threading.Event) -> None:
+        """Accept connections until ``stopping`` is set and wake() called. Unlike serve_forever(), whose
+        shutdown() waits for the next poll, this stops at once."""
+        with selectors.DefaultSelector() as selector:
+            selector.register(self, selectors.EVENT_READ)
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            while not stopping.is_set():
+                if any(key.fileobj is self for key, _ in selector.select()):
+                    self.handle_request()
+
+    def wake(self) -> None:
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"!")
+
+    def server_close(self) -> None:
+        super().server_close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def track(self, conn: socket.socket, open_: bool) -> None:
+        with self._connections_lock:
+            if open_:
+                self._connections.add(conn)
+            else:
+                self._connections.discard(conn)
+
+    def close_connections(self) -> None:
+        """Shut down every open client connection so idle keep-alive handler threads end."""
+        with self._connections_lock:
+            conns = list(self._connections)
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Turns HTTP into calls of FakeCloudflareAPI._dispatch and writes the reply."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "cloudflare"
+    sys_version = ""
+    disable_nagle_algorithm = True  # headers and body are separate writes: avoid a 40 ms delayed-ACK stall
+
+    def _server(self) -> _Server:
+        return cast(_Server, self.server)
+
+    def setup(self) -> None:
+        super().setup()
+        self._server().track(self.connection, True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self._server().track(self.connection, False)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silence the default one-line-per-request logging to stderr."""
+
+    def do_GET(self) -> None:
+        self._drain_body()
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        reply = self._server().api._dispatch(self.command, self.path, headers, str(self.client_address[0]))
+        if reply is None:  # abandoned because the server is stopping
+            self.close_connection = True
+            return
+        self._send(reply)
+
+    do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_GET
+
+    def _drain_body(self) -> None:
+        """Read and discard a request body, so the next request on a keep-alive connection parses."""
+        if "Transfer-Encoding" in self.headers:
+            self.close_connection = True
+            return
+        with contextlib.suppress(ValueError, OSError):
+            length = int(self.headers.get("Content-Length", "0"))
+            if length > 0:
+                self.rfile.read(length)
+
+    def _send(self, reply: _Reply) -> None:
+        try:
+            self.send_response(reply.status, _REASONS.get(reply.status))
+            self.send_header("Content-Type", reply.content_type)
+            self.send_header("Content-Length", str(len(reply.body)))
+            for name, value in reply.headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(reply.body)
+            self.wfile.flush()
+        except OSError:
+            self.close_connection = True
+
+
+# --------------------------------------------------------------------------------------------------------
+# The fake
+# --------------------------------------------------------------------------------------------------------
+
+
+class FakeCloudflareAPI:
+    """The fake Cloudflare API server. Configure accounts and faults, then start() it (or use ``with``)."""
+
+    def __init__(
+        self,
+        *,
+        token: str = "fake-api-token",  # noqa: S107  (a fake credential for a fake server)
+        api_email: str = "billing@example.com",
+        api_key: str = "fake-global-api-key",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        default_per_page: int = 50,
+        rate_limit: tuple[int, float] | None = None,
+    ) -> None:
+        self.token = token
+        self.api_email = api_email
+        self.api_key = api_key
+        self.host = host
+        self.default_per_page = default_per_page
+        self.accounts: dict[str, FakeAccount] = {}
+        self.requests: list[RecordedRequest] = []
+        limit, window = rate_limit or DEFAULT_RATE_LIMIT
+        self._limiter = _RateLimiter(limit, window, enforce=rate_limit is not None)
+        self._requested_port = port
+        self._faults: dict[str | None, deque[Fault]] = {}
+        self._revoked: set[str] = set()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # ---- configuration -------------------------------------------------------------------------------
+
+    def add_account(
+        self, account_id: str, name: str, invoices: list[dict[str, Any]] | None = None, **kw: Any
+    ) -> FakeAccount:
+        """Add (or replace) an account; ``kw`` are the other FakeAccount fields (token, latency, ...)."""
+        account = FakeAccount(id=account_id, name=name, invoices=list(invoices or []), **kw)
+        self.accounts[account_id] = account
+        return account
+
+    def inject(self, account_id: str | None, *faults: Fault) -> None:
+        """Queue faults for the account's next invoice-history requests (None: any account's)."""
+        with self._lock:
+            self._faults.setdefault(account_id, deque()).extend(faults)
+
+    def revoke_token(self, token: str) -> None:
+        """From now on this token gets 403, code 1000 "Invalid API Token", and so does every bearer
+        request for an account whose own ``token`` it is."""
+        with self._lock:
+            self._revoked.add(token)
+
+    def pay_invoice(self, account_id: str, invoice_id: str) -> None:
+        """Mark an invoice paid in full. KeyError if the account or the invoice is unknown."""
+        for entry in self.accounts[account_id].invoices:
+            if isinstance(entry, dict) and entry.get("id") == invoice_id:
+                with self._lock:
+                    entry["status"] = "paid"
+                    entry["amount_paid"] = entry.get("amount_due", 0)
+                    entry["amount_remaining"] = 0
+                return
+        raise KeyError(f"no invoice {invoice_id!r} in account {account_id!r}")
+
+    def requests_for(self, account_id: str) -> list[RecordedRequest]:
+        """The recorded requests whose path names this account, in arrival order."""
+        with self._lock:
+            return [r for r in self.requests if r.account_id == account_id]
+
+    # ---- lifecycle -------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Bind the socket and serve in a daemon thread."""
+        if self._server is not None:
+            raise RuntimeError("FakeCloudflareAPI is already started")
+        self._stopping.clear()
+        self._server = _Server(self.host, self._requested_port, self)
+        self._thread = threading.Thread(
+            target=self._server.serve,
+            args=(self._stopping,),
+            name=f"fake-cloudflare-api:{self._server.server_port}",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving, close the socket and open connections; sleeping handlers are abandoned."""
+        server, thread = self._server, self._thread
+        if server is None or thread is None:
+            return
+        self._stopping.set()
+        server.wake()
+        thread.join(timeout=0.5)
+        server.server_close()
+        server.close_connections()
+        self._server = self._thread = None
+
+    def __enter__(self) -> FakeCloudflareAPI:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        """The bound port (the configured one before start(); RuntimeError if that is 0)."""
+        if self._server is not None:
+            return self._server.server_port
+        if self._requested_port:
+            return self._requested_port
+        raise RuntimeError("port 0 is chosen at start(): start the fake first")
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}{BASE_PATH}"
+
+    # ---- request handling (called from handler threads) --------------------------------------------
+
+    def _dispatch(self, method: str, raw_path: str, headers: dict[str, str], client: str) -> _Reply | None:
+        """Answer one request; None means: abandon it (the server is stopping)."""
+        parts = urlsplit(raw_path)
+        match = _ACCOUNT_IN_PATH_RE.match(parts.path)
+        record = RecordedRequest(
+            time=time.monotonic(),
+            method=method,
+            path=parts.path,
+            query=dict(parse_qsl(parts.query, keep_blank_values=True)),
+            auth=_auth_kind(headers),
+            account_id=match[1] if match else None,
+        )
+        with self._lock:
+            self.requests.append(record)
+        reply = self._route(method, record.path, record.query, headers, client)
+        if reply is None:
+            return None
+        if "Ratelimit" not in reply.headers:
+            reply.headers.update(self._limiter.headers(_credential_key(headers, client)))
+        reply.headers["cf-ray"] = _ray_id()
+        record.status = reply.status
+        return reply
+
+    def _route(
+        self, method: str, path: str, query: dict[str, str], headers: dict[str, str], client: str
+    ) -> _Reply | None:
+        rest = path[len(BASE_PATH) :].rstrip("/") if path.startswith(BASE_PATH + "/") else ""
+        history = _HISTORY_RE.fullmatch(rest)
+        if rest != "/accounts" and history is None:
+            return _error_reply(404, 7000, "No route for that URI")
+        if method != "GET":
+            reply = _error_reply(405, 7001, "Method not allowed for this URI")
+            reply.headers["Allow"] = "GET"
+            return reply
+        if history is None:
+            return self._accounts_list(query, headers, client)
+        account_id = history[1]
+        if not _ACCOUNT_ID_RE.fullmatch(account_id):
+            message = f"Could not route to {path}, perhaps your object identifier is invalid?"
+            return _error_reply(400, 7003, message)
+        return self._invoice_history(account_id, query, headers, client)
+
+    def _invoice_history(
+        self, account_id: str, query: dict[str, str], headers: dict[str, str], client: str
+    ) -> _Reply | None:
+        account = self.accounts.get(account_id)
+        if account is not None and account.latency > 0 and not self._sleep(account.latency):
+            return None
+        fault = self._pop_fault(account_id)
+        if fault is not None and fault.kind != "delay":
+            return self._fault_reply(fault)
+        if fault is not None and not self._sleep(fault.seconds):
+            return None
+        principal = self._admit(headers, client)
+        if isinstance(principal, _Reply):
+            return principal
+        denied = self._deny_account(principal, account)
+        if denied is not None:
+            return denied
+        assert account is not None  # _deny_account refuses unknown accounts
+        kind = query.get("type", "all")
+        if kind not in _INVOICE_TYPES:
+            return _error_reply(400, 1001, f"Invalid value for type: {kind!r}; expected auto, manual or all")
+        params = _page_params(query, self.default_per_page, INVOICE_PER_PAGE_MAX)
+        if isinstance(params, _Reply):
+            return params
+        return self._history_page(account, kind, *params)
+
+    def _history_page(self, account: FakeAccount, kind: str, page: int, per_page: int) -> _Reply:
+        with self._lock:
+            invoices = [e for e in account.invoices if kind == "all" or _origin_kind(e) == kind]
+            if account.ignore_page:
+                page = 1
+            start = (page - 1) * per_page
+            total = len(invoices)
+            has_more = account.endless_has_more or start + per_page < total
+            pagination = {"has_more": has_more, "page": page, "per_page": per_page, "total_count": total}
+            chunk = invoices[start : start + per_page]
+            return _success({"invoices": chunk, "pagination": pagination}, pagination)
+
+    def _accounts_list(self, query: dict[str, str], headers: dict[str, str], client: str) -> _Reply:
+        principal = self._admit(headers, client)
+        if isinstance(principal, _Reply):
+            return principal
+        params = _page_params(query, ACCOUNTS_PER_PAGE_DEFAULT, ACCOUNTS_PER_PAGE_MAX)
+        if isinstance(params, _Reply):
+            return params
+        page, per_page = params
+        visible = self._visible_accounts(principal)
+        chunk = visible[(page - 1) * per_page : page * per_page]
+        info = {
+            "page": page,
+            "per_page": per_page,
+            "count": len(chunk),
+            "total_count": len(visible),
+            "total_pages": math.ceil(len(visible) / per_page),
+        }
+        return _success([_account_json(a) for a in chunk], info)
+
+    def _fault_reply(self, fault: Fault) -> _Reply:
+        if fault.kind == "rate_limited":
+            retry_after = max(0, math.ceil(fault.seconds))
+            reply = _error_reply(429, fault.code, fault.message)
+            reply.headers.update(self._limiter.format(0, retry_after))
+            reply.headers["Retry-After"] = str(retry_after)
+            return reply
+        if fault.kind == "server_error":
+            return _html_error(fault.status)
+        if fault.kind == "api_error":
+            return _error_reply(fault.status, fault.code, fault.message)
+        if fault.kind == "invalid_json":
+            return _Reply(200, b'{"success": true, "errors": [], "result": {"invoices": [{"amount_due": 12')
+        if fault.kind == "wrong_shape":
+            pagination = {"has_more": False, "page": 1, "per_page": self.default_per_page, "total_count": 0}
+            return _success({"invoices": "temporarily unavailable", "pagination": pagination}, pagination)
+        raise ValueError(f"unknown fault kind {fault.kind!r}")
+
+    # ---- faults, sleeping, auth ------------------------------------------------------------------------
+
+    def _pop_fault(self, account_id: str) -> Fault | None:
+        with self._lock:
+            for key in (account_id, None):
+                queue = self._faults.get(key)
+                if queue:
+                    return queue.popleft()
+        return None
+
+    def _sleep(self, seconds: float) -> bool:
+        """Sleep without blocking stop(); False if the server began stopping meanwhile."""
+        return not self._stopping.wait(seconds)
+
+    def _admit(self, headers: dict[str, str], client: str) -> _Principal | _Reply:
+        """Rate limit, then authenticate."""
+        admitted, retry_after = self._limiter.hit(_credential_key(headers, client))
+        if not admitted:
+            reply = _error_reply(429, 10100, "Rate limited")
+            reply.headers["Retry-After"] = str(retry_after)
+            return reply
+        return self._authenticate(headers)
+
+    def _authenticate(self, headers: dict[str, str]) -> _Principal | _Reply:
+        authorization = headers.get("authorization")
+        if authorization is not None:
+            scheme, _, token = authorization.strip().partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                return _bad_headers(6111, "Invalid format for Authorization header")
+            return self._check_token(token.strip())
+        email, key = headers.get("x-auth-email"), headers.get("x-auth-key")
+        if key is None:
+            return _bad_headers(6103, "Invalid format for X-Auth-Key header")
+        if email is None:
+            return _bad_headers(6102, "Invalid format for X-Auth-Email header")
+        if (email, key) != (self.api_email, self.api_key):
+            return _error_reply(403, 9103, "Unknown X-Auth-Key or X-Auth-Email")
+        return _Principal("key")
+
+    def _check_token(self, token: str) -> _Principal | _Reply:
+        with self._lock:
+            revoked = token in self._revoked
+        if revoked:
+            return _error_reply(403, 1000, "Invalid API Token")
+        if token == self.token or any(a.token == token for a in self.accounts.values()):
+            return _Principal("bearer", token)
+        return _error_reply(403, 10000, "Authentication error")
+
+    def _deny_account(self, principal: _Principal, account: FakeAccount | None) -> _Reply | None:
+        """The 403 for an account this credential may not read, or None if it may."""
+        if account is not None and principal.kind == "bearer" and account.token is not None:
+            with self._lock:
+                if account.token in self._revoked:
+                    return _error_reply(403, 1000, "Invalid API Token")
+        if account is None or not self._may_access(principal, account):
+            return _error_reply(403, 9109, "Unauthorized to access requested resource")
+        return None
+
+    def _may_access(self, principal: _Principal, account: FakeAccount) -> bool:
+        if principal.kind == "key":
+            return True
+        return principal.token == (account.token or self.token)
+
+    def _visible_accounts(self, principal: _Principal) -> list[FakeAccount]:
+        """Accounts GET /accounts lists: global credentials see those without their own token."""
+        if principal.kind == "key" or principal.token == self.token:
+            return [a for a in self.accounts.values() if a.token is None]
+        return [a for a in self.accounts.values() if a.token == principal.token]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Invoices and the demo data set
+# --------------------------------------------------------------------------------------------------------
+
+
+def invoice(
+    *,
+    id: str,
+    amount_due: float,
+    amount_paid: float = 0,
+    amount_remaining: float | None = None,
+    currency: str = "usd",
+    status: str | None = "open",
+    created: int,
+    attempt_count: int = 0,
+    attempted: bool = False,
+    origin: str = "subscription_cycle",
+    created_by: str = "system",
+    description: str | None = None,
+    invoice_pdf: str | None = None,
+    auto_advance: bool | None = True,
+) -> dict[str, Any]:
+    """One wire-format invoice. Amounts are in the smallest currency unit (cents)."""
+    if amount_remaining is None:
+        amount_remaining = round(amount_due - amount_paid, 6)
+    return {
+        "id": id,
+        "amount_due": amount_due,
+        "amount_paid": amount_paid,
+        "amount_remaining": amount_remaining,
+        "currency": currency,
+        "status": status,
+        "created": created,
+        "attempt_count": attempt_count,
+        "attempted": attempted,
+        "auto_advance": auto_advance,
+        "created_by": created_by,
+        "description": description,
+        "invoice_origin": origin,
+        "invoice_pdf": invoice_pdf,
+    }
+
+
+def _demo_invoice(
+    rng: random.Random,
+    now: float,
+    days_ago: float,
+    status: str | None = "paid",
+    *,
+    currency: str = "usd",
+    origin: str = "subscription_cycle",
+    attempt_count: int | None = None,
+) -> dict[str, Any]:
+    """A realistic demo invoice; paid ones are paid in full, all others owe everything."""
+    invoice_id = "in_" + "".join(rng.choices(string.ascii_letters + string.digits, k=24))
+    created = int(now - days_ago * _DAY)
+    amount = round(rng.uniform(150.0, 9800.0), 2)
+    paid = status == "paid"
+    manual = origin == "manual"
+    if attempt_count is None:
+        attempt_count = 1 if paid else 0
+    month = time.strftime("%B %Y", time.gmtime(created))
+    pdf = f"https://pay.stripe.com/invoice/acct_1Demo/{invoice_id}/pdf"
+    return invoice(
+        id=invoice_id,
+        amount_due=amount,
+        amount_paid=amount if paid else 0,
+        currency=currency,
+        status=status,
+        created=created,
+        attempt_count=attempt_count,
+        attempted=attempt_count > 0,
+        origin=origin,
+        created_by="dashboard" if manual else "system",
+        description="AI Gateway credit top-up" if manual else f"AI Gateway usage, {month}",
+        invoice_pdf=None if status == "draft" else pdf,
+        auto_advance=None if manual else status != "draft",
+    )
+
+
+def _monthly_paid(rng: random.Random, now: float, count: int, first_days_ago: float) -> list[dict[str, Any]]:
+    return [_demo_invoice(rng, now, first_days_ago + 30 * i) for i in range(count)]
+
+
+def _bulk_invoices(rng: random.Random, now: float) -> list[dict[str, Any]]:
+    """120 invoices, one every 3 days: usd and eur, every 5th a manual top-up, a few odd statuses."""
+    odd_status: dict[int, str | None] = {
+        0: "draft",
+        1: "open",
+        7: "open",
+        22: "open",
+        30: "void",
+        61: None,
+        95: "uncollectible",
+    }
+    invoices = []
+    for i in range(120):
+        status = odd_status.get(i, "paid")
+        invoices.append(
+            _demo_invoice(
+                rng,
+                now,
+                1 + 3 * i,
+                status,
+                currency="eur" if i % 3 == 2 else "usd",
+                origin="manual" if i % 5 == 4 else "subscription_cycle",
+                attempt_count=4 if status == "uncollectible" else None,
+            )
+        )
+    return invoices
+
+
+def demo_api(*, host: str = "127.0.0.1", port: int = 0, now: float | None = None) -> FakeCloudflareAPI:
+    """The demo data set (see DEMO_ACCOUNTS), not started. Invoices are newest first, created relative to
+    ``now``; the amounts are deterministic."""
+    now = time.time() if now is None else now
+    api = FakeCloudflareAPI(token=DEMO_TOKEN, host=host, port=port)
+    ids = DEMO_ACCOUNTS
+    rng = random.Random("cloudflare-ai-gateway-exporter demo")
+    api.add_account(ids["production"], "production", _monthly_paid(rng, now, 12, 5))
+    staging = [_demo_invoice(rng, now, 3, "open", attempt_count=0), *_monthly_paid(rng, now, 11, 33)]
+    api.add_account(ids["staging"], "staging", staging)
+    research = [
+        _demo_invoice(rng, now, 10, "open", attempt_count=1),
+        _demo_invoice(rng, now, 40, "open", attempt_count=3),
+        *_monthly_paid(rng, now, 10, 70),
+    ]
+    api.add_account(ids["research"], "research", research)
+    api.add_account(ids["bulk"], "bulk", _bulk_invoices(rng, now))
+    api.add_account(ids["legacy"], "legacy", _monthly_paid(rng, now, 6, 12), token=DEMO_REVOKED_TOKEN)
+    api.revoke_token(DEMO_REVOKED_TOKEN)
+    return api
+
+
+# --------------------------------------------------------------------------------------------------------
+# Standalone use
+# --------------------------------------------------------------------------------------------------------
+
+
+def _parse_listen(address: str) -> tuple[str, int]:
+    """'host:port', '[::1]:port' or ':port' (all interfaces) -> (host, port)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"invalid listen address {address!r}: expected host:port")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    return host or "0.0.0.0", int(port)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve the demo accounts until Ctrl-C."""
+    parser = argparse.ArgumentParser(
+        prog="python -m exporter.fakeapi", description="Serve a fake Cloudflare API with demo accounts."
+    )
+    parser.add_argument("--listen", default="127.0.0.1:8787", help="host:port (default: %(default)s)")
+    args = parser.parse_args(argv)
+    try:
+        host, port = _parse_listen(args.listen)
+    except ValueError as exc:
+        parser.error(str(exc))
+    api = demo_api(host=host, port=port)
+    try:
+        api.start()
+    except OSError as exc:
+        print(f"cannot listen on {args.listen}: {exc}", file=sys.stderr)
+        return 1
+    print(f"fake Cloudflare API: {api.base_url}")
+    print(f"API token: {DEMO_TOKEN}  (revoked token of 'legacy': {DEMO_REVOKED_TOKEN})")
+    for name, account_id in DEMO_ACCOUNTS.items():
+        print(f"account {name}: {account_id}")
+    print("Ctrl-C to stop", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        api.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Shared fixtures: a fake Cloudflare API on loopback and the real exporter process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from exporter.fakeapi import FakeCloudflareAPI, demo_api
+from tests.support import ExporterProcess, start_exporter
+
+TOKEN = "fake-api-token"
+
+
+@pytest.fixture
+def fake_api() -> Iterator[FakeCloudflareAPI]:
+    api = FakeCloudflareAPI(token=TOKEN)
+    api.start()
+    try:
+        yield api
+    finally:
+        api.stop()
+
+
+@pytest.fixture
+def demo_fake() -> Iterator[FakeCloudflareAPI]:
+    api = demo_api()
+    api.start()
+    try:
+        yield api
+    finally:
+        api.stop()
+
+
+@pytest.fixture
+def exporter_factory(tmp_path: Path) -> Iterator[Callable[..., ExporterProcess]]:
+    """Start real exporter processes; every one is stopped at the end of the test."""
+    started: list[ExporterProcess] = []
+
+    def start(config: dict[str, Any] | None, *args: str, **kwargs: Any) -> ExporterProcess:
+        workdir = tmp_path / f"exporter{len(started)}"
+        workdir.mkdir()
+        proc = start_exporter(config, *args, workdir=workdir, **kwargs)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+def require_binary(name: str) -> str:
+    """Path of a program the test needs; skipped where it is missing, but a failure in CI."""
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{name} is not installed (.ci/run should have installed it)")
+        pytest.skip(f"{name} is not installed")
+    return path
