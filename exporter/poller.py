@@ -244,6 +244,12 @@ class Poller:
         self._store.set_accounts((a.id, a.name) for a in self._accounts)
         count = max(1, len(self._accounts))
         interval = self._config.poll.interval
+        floor = len(self._accounts) / self._config.cloudflare.requests_per_second
+        if floor > interval:
+            log.warning("poll.interval is shorter than one request per account at cloudflare.requests_per_second: "
+                        "polls will run late", extra={"accounts": len(self._accounts),
+                                                      "min_cycle_seconds": round(floor, 1),
+                                                      "interval_seconds": interval})
         self._phase = {a.id: interval * i / count for i, a in enumerate(self._accounts)}
         now = time.monotonic()
         for account in self._accounts:
