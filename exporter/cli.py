@@ -129,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = _with_flag_overrides(config, args, args.config_file)
         redact.update(config.secrets())
         if args.config_check:
+            load_web_config(args.web_config_file)
             print(f"{args.config_file}: OK ({len(config.accounts)} accounts, discovery "
                   f"{'on' if config.discovery.enabled else 'off'})")
             return 0

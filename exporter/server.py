@@ -24,6 +24,8 @@ from exporter.webconfig import WebConfig
 
 log = logging.getLogger("exporter.http")
 CONNECTION_TIMEOUT = 30.0
+MAX_BODY = 65536
+TLS_HANDSHAKE_RECORD = 0x16
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,11 @@ class _Server(ThreadingHTTPServer):
         if context is not None:
             request.settimeout(CONNECTION_TIMEOUT)
             try:
+                first = request.recv(1, socket.MSG_PEEK)
+                if first and first[0] != TLS_HANDSHAKE_RECORD:
+                    request.sendall(b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n"
+                                    b"Client sent an HTTP request to an HTTPS server.\n")
+                    return
                 request = context.wrap_socket(request, server_side=True)
             except (ssl.SSLError, OSError) as err:
                 log.debug("TLS handshake failed", extra={"client": client_address[0], "error": str(err)})
@@ -161,12 +168,19 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, b"Not found\n", head_only=head_only)
 
+    def _discard_body(self) -> None:
+        """Read the request body away (before any answer), so it is never taken for the next request."""
+        length_header = self.headers.get("Content-Length") or "0"
+        length = int(length_header) if length_header.isdigit() else -1
+        if 0 <= length <= MAX_BODY and "Transfer-Encoding" not in self.headers:
+            self.rfile.read(length)
+        else:
+            self.close_connection = True
+
     def do_POST(self) -> None:
+        self._discard_body()
         if not self._authorized():
             return
-        length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(min(length, 65536))
         if self.path.split("?", 1)[0] != "/-/reload":
             self._send(405 if self.path.split("?", 1)[0] in ("/", self.server.app.telemetry_path) else 404,
                        b"Not found\n")

@@ -87,6 +87,16 @@ def load_web_config(path: str | None) -> WebConfig:
     return WebConfig(context, auth)
 
 
+def _is_bcrypt_hash(hashed: bytes) -> bool:
+    if not hashed.startswith((b"$2a$", b"$2b$", b"$2y$")):
+        return False
+    try:
+        bcrypt.checkpw(b"", hashed)  # raises on a truncated or otherwise malformed hash
+    except ValueError:
+        return False
+    return True
+
+
 def _basic_auth(users: Any, problems: list[str]) -> BasicAuth | None:
     if not users:
         return None
@@ -95,7 +105,7 @@ def _basic_auth(users: Any, problems: list[str]) -> BasicAuth | None:
         return None
     hashes: dict[str, bytes] = {}
     for user, hashed in users.items():
-        if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
+        if not isinstance(hashed, str) or not _is_bcrypt_hash(hashed.encode()):
             problems.append(f"basic_auth_users.{user}: not a bcrypt hash (generate one with htpasswd -nBC 10)")
             continue
         hashes[str(user)] = hashed.encode()
