@@ -1,0 +1,290 @@
+"""Lint of grafana/dashboard.json and its provisioning: importable on Grafana 10+ without edits (no __inputs,
+no hard-coded data source), the variables, a title/description/unit on every panel, every query filtered by
+the variables, counters only inside rate()/increase(), the panels the issue asks for, and a section for each
+panel in docs/dashboard.md. The queries themselves run against a real Prometheus in test_e2e_alerting.py."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.promstack import (
+    DOCS_DIR,
+    GRAFANA_DIR,
+    alert_rules,
+    exported_metric_names,
+    load_yaml,
+    referenced_metrics,
+)
+
+DASHBOARD_PATH = GRAFANA_DIR / "dashboard.json"
+DASHBOARD: dict[str, Any] = json.loads(DASHBOARD_PATH.read_text())
+DS = {"type": "prometheus", "uid": "${datasource}"}
+UID = "cf-ai-gateway-billing"
+# Grafana unit ids this dashboard may use (a typo here would silently show raw numbers).
+KNOWN_UNITS = {"none", "short", "s", "dtdurations", "reqps", "percentunit", "currencyUSD", "currencyEUR",
+               "currencyGBP"}
+RATE_FUNCTIONS = {"rate", "irate", "increase"}
+# Series that carry account_id only (no `account`); the dashboard joins the name from poll_success.
+ACCOUNT_ID_ONLY = {"cloudflare_ai_gateway_api_requests_total", "cloudflare_ai_gateway_api_errors_total",
+                   "cloudflare_ai_gateway_api_invalid_invoices_total"}
+ACCOUNTLESS = {"cloudflare_ai_gateway_exporter_build_info", "cloudflare_ai_gateway_exporter_shard_info",
+               "cloudflare_ai_gateway_exporter_config_last_reload_successful"}
+
+
+def panels() -> list[dict[str, Any]]:
+    """Every panel, rows' nested panels included, rows excluded."""
+    out = []
+    for panel in DASHBOARD["panels"]:
+        if panel["type"] == "row":
+            out.extend(panel.get("panels", []))
+        else:
+            out.append(panel)
+    return out
+
+
+def targets() -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    for panel in panels():
+        for target in panel["targets"]:
+            yield panel, target
+
+
+def counters_outside_rate(expr: str) -> list[str]:
+    """Counter (``*_total``) selectors in ``expr`` whose innermost enclosing call is not rate/irate/increase."""
+    bad = []
+    stack: list[str] = []
+    i = 0
+    while i < len(expr):
+        char = expr[i]
+        if char == '"':  # skip string literals (label values)
+            i = expr.index('"', i + 1) + 1
+            continue
+        if char == "(":
+            before = re.search(r"([A-Za-z_][A-Za-z0-9_]*)\s*$", expr[:i])
+            stack.append(before.group(1) if before else "")
+        elif char == ")":
+            stack.pop()
+        else:
+            word = re.match(r"[A-Za-z_:][A-Za-z0-9_:]*", expr[i:])
+            if word:
+                name = word.group(0)
+                if name.endswith("_total") and (not stack or stack[-1] not in RATE_FUNCTIONS):
+                    bad.append(name)
+                i += len(name)
+                continue
+        i += 1
+    return bad
+
+
+def walk(node: Any, path: str = "") -> Iterator[tuple[str, Any, Any]]:
+    """(path, key, value) for every key of every object in the JSON tree."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield path, key, value
+            yield from walk(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from walk(value, f"{path}[{index}]")
+
+
+# ---- import and provisioning ------------------------------------------------------------------------------
+
+
+def test_importable_on_grafana_10_without_edits() -> None:
+    assert DASHBOARD["schemaVersion"] >= 38
+    assert DASHBOARD["uid"] == UID, "the uid is part of every dashboard link: keep it stable"
+    assert DASHBOARD["title"]
+    assert DASHBOARD.get("id") is None, "an id ties the JSON to one Grafana database"
+    assert "__inputs" not in DASHBOARD and "__requires" not in DASHBOARD, "export without 'share externally'"
+    assert isinstance(DASHBOARD["panels"], list) and DASHBOARD["panels"]
+
+
+def test_no_hard_coded_data_source() -> None:
+    for path, key, value in walk(DASHBOARD):
+        if key != "datasource":
+            continue
+        assert isinstance(value, dict), f"{path}: datasource must be an object, got {value!r}"
+        if value.get("type") == "grafana":  # the built-in "Annotations & Alerts"
+            continue
+        assert value == DS, f"{path}: datasource {value} instead of {DS}"
+
+
+def test_variables() -> None:
+    variables = {v["name"]: v for v in DASHBOARD["templating"]["list"]}
+    assert list(variables)[:4] == ["datasource", "job", "instance", "account"]
+    datasource = variables["datasource"]
+    assert datasource["type"] == "datasource" and datasource["query"] == "prometheus"
+    for name in ("job", "instance", "account"):
+        variable = variables[name]
+        assert variable["type"] == "query", name
+        assert variable["datasource"] == DS, name
+        assert variable["multi"] is True and variable["includeAll"] is True, name
+        assert variable["query"]["query"] == variable["definition"], name
+        assert variable["definition"].startswith("label_values("), name
+        assert variable["definition"].endswith(f", {name})"), f"{name} must list the {name} label"
+        assert variable.get("current") in ({}, None), f"{name}: a saved selection would hide other accounts"
+    assert '$job' in variables["instance"]["definition"]
+    assert '$job' in variables["account"]["definition"] and '$instance' in variables["account"]["definition"]
+    assert "cloudflare_ai_gateway_poll_success" in variables["account"]["definition"]
+
+
+@pytest.mark.parametrize("name", ["datasources/prometheus.yml", "dashboards/cloudflare-ai-gateway.yml"])
+def test_provisioning_files(name: str) -> None:
+    doc = load_yaml(GRAFANA_DIR / "provisioning" / name)
+    assert doc["apiVersion"] == 1
+    if name.startswith("datasources"):
+        (source,) = doc["datasources"]
+        assert source["type"] == "prometheus" and source["isDefault"] is True and source["url"]
+    else:
+        (provider,) = doc["providers"]
+        assert provider["type"] == "file" and provider["options"]["path"]
+
+
+def test_compose_mounts_the_dashboard_where_the_provider_looks() -> None:
+    compose = load_yaml(GRAFANA_DIR.parent / "docker-compose.yml")
+    provider = load_yaml(GRAFANA_DIR / "provisioning" / "dashboards" / "cloudflare-ai-gateway.yml")
+    path = provider["providers"][0]["options"]["path"]
+    volumes = compose["services"]["grafana"]["volumes"]
+    assert f"./grafana/dashboard.json:{path}/dashboard.json:ro" in volumes
+    assert "./grafana/provisioning:/etc/grafana/provisioning:ro" in volumes
+
+
+# ---- panels -----------------------------------------------------------------------------------------------
+
+
+def test_every_panel_has_title_description_unit_and_queries() -> None:
+    ids = [p["id"] for p in DASHBOARD["panels"]] + [p["id"] for p in panels() if p not in DASHBOARD["panels"]]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    titles = [p["title"] for p in panels()]
+    assert len(titles) == len(set(titles)), "panel titles must be unique"
+    for panel in panels():
+        title = panel.get("title", "")
+        assert title.strip(), f"panel {panel['id']} has no title"
+        assert len(panel.get("description", "").strip()) >= 40, f"{title}: describe what the panel shows"
+        unit = panel["fieldConfig"]["defaults"].get("unit")
+        assert unit in KNOWN_UNITS, f"{title}: unit {unit!r}"
+        for override in panel["fieldConfig"].get("overrides", []):
+            for prop in override["properties"]:
+                if prop["id"] == "unit":
+                    assert prop["value"] in KNOWN_UNITS, f"{title}: override unit {prop['value']!r}"
+        assert panel["datasource"] == DS, title
+        refs = [t["refId"] for t in panel["targets"]]
+        assert refs and len(refs) == len(set(refs)), f"{title}: targets {refs}"
+        for target in panel["targets"]:
+            assert target["datasource"] == DS and target["expr"].strip(), f"{title}/{target['refId']}"
+
+
+def test_layout_fits_the_grid_without_overlaps() -> None:
+    cells: dict[tuple[int, int], str] = {}
+    for panel in DASHBOARD["panels"]:
+        grid = panel["gridPos"]
+        assert grid["x"] >= 0 and grid["w"] > 0 and grid["x"] + grid["w"] <= 24, panel["title"]
+        for x in range(grid["x"], grid["x"] + grid["w"]):
+            for y in range(grid["y"], grid["y"] + grid["h"]):
+                assert (x, y) not in cells, f"{panel['title']} overlaps {cells[(x, y)]}"
+                cells[(x, y)] = panel["title"]
+
+
+def test_counters_only_inside_rate_or_increase() -> None:
+    for panel, target in targets():
+        bad = counters_outside_rate(target["expr"])
+        assert not bad, f"{panel['title']}/{target['refId']}: counters outside rate/increase: {bad}"
+
+
+def test_counter_lint_itself() -> None:
+    assert counters_outside_rate('sum(rate(x_total{a="b_total"}[5m]))') == []
+    assert counters_outside_rate("sum by (code) (increase(x_total[1h]))") == []
+    assert counters_outside_rate("x_total") == ["x_total"]
+    assert counters_outside_rate("sum(x_total) / rate(y_total[5m])") == ["x_total"]
+    assert counters_outside_rate("max_over_time(x_total[5m])") == ["x_total"]
+
+
+def test_every_query_is_filtered_by_the_variables() -> None:
+    selector = re.compile(r"\b(cloudflare_ai_gateway_[a-zA-Z0-9_]+|up)\b(\{[^}]*\})?")
+    for panel, target in targets():
+        where = f"{panel['title']}/{target['refId']}"
+        for name, matchers in selector.findall(target["expr"]):
+            assert matchers, f"{where}: {name} without label matchers"
+            assert 'job=~"$job"' in matchers and 'instance=~"$instance"' in matchers, f"{where}: {name}"
+            if name not in ACCOUNT_ID_ONLY | ACCOUNTLESS | {"up"}:
+                assert 'account=~"$account"' in matchers, f"{where}: {name} not filtered by $account"
+        if any(name in target["expr"] for name in ACCOUNT_ID_ONLY):
+            assert "group_left (account)" in target["expr"], f"{where}: join the account name"
+
+
+def test_dashboard_only_uses_metrics_the_exporter_exposes() -> None:
+    exposed = exported_metric_names()
+    used: set[str] = set()
+    for _, target in targets():
+        used |= referenced_metrics(target["expr"])
+    for variable in DASHBOARD["templating"]["list"]:
+        used |= referenced_metrics(variable.get("definition", ""))
+    missing = used - exposed
+    assert not missing, f"dashboard queries metrics the exporter does not expose: {sorted(missing)}"
+
+
+def _panel_using(metric: str, kind: str | None = None) -> dict[str, Any]:
+    found = [p for p in panels() if any(metric in t["expr"] for t in p["targets"])
+             and (kind is None or p["type"] == kind)]
+    assert found, f"no {kind or ''} panel shows {metric}"
+    return found[0]
+
+
+def test_the_panels_the_issue_asks_for() -> None:
+    balance = _panel_using("cloudflare_ai_gateway_account_amount_remaining", "stat")
+    assert all("account, currency" in t["expr"] for t in balance["targets"]), "balance by account and currency"
+    _panel_using("cloudflare_ai_gateway_account_failed_payment_attempts")
+    by_status = _panel_using("cloudflare_ai_gateway_account_invoices{")
+    assert "status" in by_status["targets"][0]["expr"]
+    _panel_using("cloudflare_ai_gateway_poll_success")
+    _panel_using("cloudflare_ai_gateway_poll_last_success_timestamp_seconds")
+    errors = _panel_using("cloudflare_ai_gateway_api_errors_total")
+    assert "reason" in errors["targets"][0]["expr"]
+    _panel_using("cloudflare_ai_gateway_api_requests_total")
+
+    table = _panel_using("cloudflare_ai_gateway_invoice_amount_remaining", "table")
+    assert all(t.get("instant") and t.get("format") == "table" for t in table["targets"])
+    organize = next(t for t in table["transformations"] if t["id"] == "organize")["options"]
+    columns = set(organize["renameByName"].values()) - set(organize["excludeByName"])
+    assert {"Account", "Invoice", "Status", "Currency", "Amount remaining", "Amount due", "Age",
+            "Payment attempts"} <= columns
+    age = next(o for o in table["fieldConfig"]["overrides"] if o["matcher"]["options"] == "Age")
+    assert {"id": "unit", "value": "dtdurations"} in age["properties"]
+
+
+def test_every_panel_is_described_in_docs() -> None:
+    doc = (DOCS_DIR / "dashboard.md").read_text()
+    headings = re.findall(r"^### (.+)$", doc, re.MULTILINE)
+    titles = [p["title"] for p in panels()]
+    assert headings == titles, "docs/dashboard.md needs one '### <title>' section per panel, in dashboard order"
+    for panel in panels():
+        section = doc.split(f"### {panel['title']}\n", 1)[1].split("\n### ", 1)[0]
+        for target in panel["targets"]:
+            assert target["expr"] in section, f"docs/dashboard.md: {panel['title']} must quote its query"
+
+
+def _red_threshold(panel_title: str, metric: str) -> float:
+    (panel,) = [p for p in panels() if p["title"] == panel_title]
+    assert any(metric in t["expr"] for t in panel["targets"]), panel_title
+    steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    (red,) = [s["value"] for s in steps if s["color"] == "red"]
+    return float(red)
+
+
+def _rule_threshold(alert: str) -> float:
+    match = re.search(r"> (\d+)$", alert_rules()[alert]["expr"].strip())
+    assert match, alert
+    return float(match.group(1))
+
+
+def test_panel_thresholds_match_the_alert_thresholds() -> None:
+    """The red lines and colours are the alerts' thresholds (docs/alerting.md#thresholds), not a second opinion."""
+    assert _red_threshold("Age of the oldest unpaid invoice",
+                          "oldest_unpaid_invoice_created_timestamp_seconds") == _rule_threshold(
+        "CloudflareAIGatewayInvoiceUnpaid")
+    assert _red_threshold("Age of the last successful poll", "poll_last_success_timestamp_seconds") == (
+        _rule_threshold("CloudflareAIGatewayBillingDataStale"))

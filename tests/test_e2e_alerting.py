@@ -1,0 +1,267 @@
+"""End to end, with real programs on loopback: the fake Cloudflare API, the real exporter (one on a test
+account, one in --demo mode), the real Prometheus and the real Alertmanager posting to a webhook receiver
+inside this test.
+
+The rules are prometheus/alerts.yml with one change: every alert's ``for:`` is 1s instead of 5m..1h (a test
+copy, see promstack.rules_with_short_for); the thresholds and expressions are the shipped ones. Prometheus
+runs prometheus.example.yml with a 1s scrape and evaluation interval, Alertmanager alertmanager.example.yml
+with 1s group timers and its webhooks pointed at the receiver below; routing and inhibition are as shipped.
+
+The dashboard half runs every query of grafana/dashboard.json (panels, variables, annotations), with the
+variables substituted the way Grafana does, against that Prometheus through its HTTP API.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import yaml
+
+from exporter.fakeapi import DEMO_ACCOUNTS, FakeCloudflareAPI, invoice
+from tests.promstack import (
+    ALERTMANAGER_NAMES,
+    GRAFANA_DIR,
+    Alertmanager,
+    Prometheus,
+    WebhookReceiver,
+    alertmanager_test_config,
+    find_program,
+    prometheus_test_config,
+    rules_with_short_for,
+)
+from tests.support import ExporterProcess, start_exporter, wait_for
+
+pytestmark = pytest.mark.e2e
+
+TOKEN = "fake-api-token"
+E2E_ACCOUNT_ID = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
+E2E_ACCOUNT = "e2e-billing"
+E2E_INVOICE = "in_e2e_declined"
+PAYMENT_FAILED = "CloudflareAIGatewayInvoicePaymentFailed"
+# Generous for a loaded 2-core machine; each wait returns as soon as its condition holds.
+ALERT_TIMEOUT = 40.0
+
+
+@dataclass
+class Stack:
+    api: FakeCloudflareAPI
+    exporter: ExporterProcess
+    demo: ExporterProcess
+    receiver: WebhookReceiver
+    alertmanager: Alertmanager
+    prometheus: Prometheus
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    find_program("prometheus")  # skip (or, in CI, fail) before starting anything
+    find_program(*ALERTMANAGER_NAMES)
+    tmp = tmp_path_factory.mktemp("promstack")
+    started: list[Any] = []
+    try:
+        api = FakeCloudflareAPI(token=TOKEN)
+        api.add_account(E2E_ACCOUNT_ID, E2E_ACCOUNT, [
+            invoice(id=E2E_INVOICE, amount_due=4200, status="open", attempted=True, attempt_count=2,
+                    created=int(time.time()) - 86400),
+            invoice(id="in_e2e_paid", amount_due=1500, amount_paid=1500, status="paid", attempt_count=1,
+                    attempted=True, created=int(time.time()) - 40 * 86400),
+        ])
+        api.start()
+        started.append(api)
+        config = {"cloudflare": {"base_url": api.base_url, "api_token": TOKEN, "requests_per_second": 50},
+                  "poll": {"interval": "1s"},
+                  "accounts": [{"id": E2E_ACCOUNT_ID, "name": E2E_ACCOUNT}]}
+        (tmp / "exporter").mkdir()
+        exporter = start_exporter(config, workdir=tmp / "exporter")
+        started.append(exporter)
+        (tmp / "demo").mkdir()
+        demo = start_exporter(None, "--demo", workdir=tmp / "demo")
+        started.append(demo)
+        receiver = WebhookReceiver()
+        started.append(receiver)
+        alertmanager = Alertmanager(alertmanager_test_config(receiver.url), tmp / "alertmanager")
+        started.append(alertmanager)
+        rules = tmp / "alerts.test.yml"
+        rules.write_text(yaml.safe_dump(rules_with_short_for("1s"), sort_keys=False))
+        prometheus = Prometheus(
+            prometheus_test_config([exporter.address, demo.address], f"127.0.0.1:{alertmanager.port}", rules),
+            tmp / "prometheus")
+        started.append(prometheus)
+        yield Stack(api, exporter, demo, receiver, alertmanager, prometheus)
+    finally:
+        for thing in reversed(started):
+            thing.stop()
+
+
+def _logs(stack: Stack) -> str:
+    return (f"--- prometheus\n{stack.prometheus.output()[-3000:]}\n--- alertmanager\n"
+            f"{stack.alertmanager.output()[-3000:]}\n--- notifications\n{stack.receiver.notifications!r}")
+
+
+def _is(alert: dict[str, Any], alertname: str, status: str, **labels: str) -> bool:
+    got = alert["labels"]
+    return (got.get("alertname") == alertname and alert["status"] == status
+            and all(got.get(k) == v for k, v in labels.items()))
+
+
+# ---- alerting ---------------------------------------------------------------------------------------------
+
+
+def test_failed_payment_pages_with_the_account_and_resolves_once_paid(stack: Stack) -> None:
+    try:
+        path, alert = stack.receiver.wait_for_alert(
+            lambda p, a: _is(a, PAYMENT_FAILED, "firing", account_id=E2E_ACCOUNT_ID), ALERT_TIMEOUT,
+            f"{PAYMENT_FAILED} for {E2E_ACCOUNT} at the webhook receiver")
+    except AssertionError as err:
+        raise AssertionError(f"{err}\n{_logs(stack)}") from None
+    assert path == "/page", "critical alerts go to the paging receiver"
+    assert alert["labels"] == {
+        "alertname": PAYMENT_FAILED, "severity": "critical", "account": E2E_ACCOUNT,
+        "account_id": E2E_ACCOUNT_ID, "job": "cloudflare-ai-gateway", "instance": stack.exporter.address,
+    }
+    annotations = alert["annotations"]
+    assert annotations["description"] == (
+        f"Account {E2E_ACCOUNT} ({E2E_ACCOUNT_ID}) has 2 failed payment attempt(s) on unpaid AI Gateway "
+        "invoices. Outstanding: 42.00 usd. Fix the payment method and pay the open invoices in the Cloudflare "
+        "dashboard.")
+    assert annotations["runbook_url"].endswith("/docs/runbook.md#cloudflareaigatewayinvoicepaymentfailed")
+
+    stack.api.pay_invoice(E2E_ACCOUNT_ID, E2E_INVOICE)
+    try:
+        path, _ = stack.receiver.wait_for_alert(
+            lambda p, a: _is(a, PAYMENT_FAILED, "resolved", account_id=E2E_ACCOUNT_ID), ALERT_TIMEOUT,
+            f"{PAYMENT_FAILED} for {E2E_ACCOUNT} resolved at the webhook receiver")
+    except AssertionError as err:
+        raise AssertionError(f"{err}\n{_logs(stack)}") from None
+    assert path == "/page"
+
+
+def test_warnings_open_tickets_and_a_failed_payment_inhibits_unpaid(stack: Stack) -> None:
+    """The demo's legacy account (revoked token) raises BillingPollFailing on the ticket receiver; the demo's
+    research account (declined card on a 40-day-old invoice) has InvoiceUnpaid firing in Prometheus, but
+    Alertmanager holds it back behind InvoicePaymentFailed of the same account."""
+    legacy, research = DEMO_ACCOUNTS["legacy"], DEMO_ACCOUNTS["research"]
+    try:
+        path, alert = stack.receiver.wait_for_alert(
+            lambda p, a: _is(a, "CloudflareAIGatewayBillingPollFailing", "firing", account_id=legacy),
+            ALERT_TIMEOUT, "BillingPollFailing for the demo's legacy account")
+    except AssertionError as err:
+        raise AssertionError(f"{err}\n{_logs(stack)}") from None
+    assert path == "/ticket"
+    assert alert["labels"]["account"] == "legacy"
+    assert "auth" in alert["annotations"]["description"]
+
+    def unpaid_inhibited() -> bool:
+        alerts = stack.alertmanager.alerts(alertname="CloudflareAIGatewayInvoiceUnpaid", account_id=research)
+        return any(a["status"]["state"] == "suppressed" and a["status"]["inhibitedBy"] for a in alerts)
+
+    wait_for(unpaid_inhibited, ALERT_TIMEOUT, interval=0.2, what="InvoiceUnpaid of research inhibited")
+    assert not any(_is(a, "CloudflareAIGatewayInvoiceUnpaid", "firing", account_id=research)
+                   for _, a in stack.receiver.alerts())
+
+
+# ---- dashboard --------------------------------------------------------------------------------------------
+
+DASHBOARD = json.loads((GRAFANA_DIR / "dashboard.json").read_text())
+RATE_INTERVAL = "15s"  # Grafana: max(4 x scrape interval, $__interval + scrape interval)
+RANGE_STEP = "5s"
+
+
+def interpolate(expr: str, values: dict[str, list[str]]) -> str:
+    """Grafana's interpolation of the dashboard's variables in a Prometheus query: "All" is the variable's
+    allValue (.*), several values become a regex alternation (a|b), and the built-in intervals."""
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        if name == "__rate_interval":
+            return RATE_INTERVAL
+        if name in ("__interval", "__range"):
+            return {"__interval": RANGE_STEP, "__range": "5m"}[name]
+        chosen = values[name]
+        return chosen[0] if len(chosen) == 1 else "(" + "|".join(re.escape(v) for v in chosen) + ")"
+
+    return re.sub(r"\$\{(\w+)\}|\$(\w+)", one, expr)
+
+
+ALL = {"job": [".*"], "instance": [".*"], "account": [".*"]}
+
+
+def _panels() -> list[dict[str, Any]]:
+    return [p for p in DASHBOARD["panels"] if p["type"] != "row"]
+
+
+def _targets() -> list[tuple[str, dict[str, Any]]]:
+    return [(f"{p['title']} / {t['refId']}", t) for p in _panels() for t in p["targets"]]
+
+
+def _run(prom: Prometheus, target: dict[str, Any], values: dict[str, list[str]]) -> list[dict[str, Any]]:
+    expr = interpolate(target["expr"], values)
+    if target.get("instant"):
+        return prom.query(expr)
+    end = time.time()
+    return prom.query_range(expr, end - 300, end, RANGE_STEP)
+
+
+def _wait_for_data(stack: Stack) -> None:
+    """Rates need two scrapes of a counter, and the demo must have polled once; wait for both."""
+    wait_for(lambda: stack.prometheus.query(
+        'count(count_over_time(cloudflare_ai_gateway_api_requests_total[30s]) >= 3) >= 5'),
+        ALERT_TIMEOUT, interval=0.5, what="three scrapes of the demo's request counters")
+
+
+def test_dashboard_variables_list_the_demo(stack: Stack) -> None:
+    _wait_for_data(stack)
+    variables = {v["name"]: v for v in DASHBOARD["templating"]["list"]}
+    found: dict[str, list[str]] = {}
+    for name in ("job", "instance", "account"):
+        definition = interpolate(variables[name]["query"]["query"], ALL)
+        match = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", definition)
+        assert match, definition
+        found[name] = stack.prometheus.label_values(match.group(2), match.group(1))
+    assert found["job"] == ["cloudflare-ai-gateway"]
+    assert set(found["instance"]) == {stack.exporter.address, stack.demo.address}
+    assert set(found["account"]) == {*DEMO_ACCOUNTS, E2E_ACCOUNT}
+
+
+def test_every_panel_query_returns_data_for_the_demo(stack: Stack) -> None:
+    _wait_for_data(stack)
+    prom = stack.prometheus
+    for where, target in _targets():
+        result = _run(prom, target, ALL)
+        assert result, f"{where}: no data with every variable on All: {interpolate(target['expr'], ALL)}"
+        accounts = {s["metric"].get("account") for s in result} - {None}
+        assert accounts <= {*DEMO_ACCOUNTS, E2E_ACCOUNT}, f"{where}: unexpected accounts {accounts}"
+
+
+def test_every_panel_query_runs_with_one_or_several_values_selected(stack: Stack) -> None:
+    """The queries stay valid PromQL with each demo account alone, with two at once and with one
+    instance, and they then return only the selected accounts."""
+    _wait_for_data(stack)
+    prom = stack.prometheus
+    selections = [{"job": ["cloudflare-ai-gateway"], "instance": [stack.demo.address], "account": [name]}
+                  for name in DEMO_ACCOUNTS]
+    selections.append({"job": ["cloudflare-ai-gateway"], "instance": [".*"], "account": ["research", "bulk"]})
+    seen_per_panel: dict[str, set[str]] = {}
+    for values in selections:
+        for where, target in _targets():
+            result = _run(prom, target, values)
+            accounts = {s["metric"].get("account") for s in result} - {None}
+            assert accounts <= set(values["account"]), f"{where} with {values}: returned {accounts}"
+            seen_per_panel.setdefault(where, set()).update(accounts)
+    # Every account-level panel shows at least one demo account when the demo accounts are picked one by one.
+    for where, target in _targets():
+        if re.search(r"by \([^)]*\baccount\b", target["expr"]):
+            assert seen_per_panel[where], f"{where}: no data for any demo account alone"
+
+
+def test_dashboard_annotation_query_shows_the_firing_alerts(stack: Stack) -> None:
+    prom = stack.prometheus
+    (annotation,) = [a for a in DASHBOARD["annotations"]["list"] if a.get("expr")]
+    expr = interpolate(annotation["expr"], ALL)
+    result = wait_for(lambda: prom.query(expr), ALERT_TIMEOUT, interval=0.5, what=f"data for {expr}")
+    assert {s["metric"]["alertname"] for s in result} >= {PAYMENT_FAILED}
