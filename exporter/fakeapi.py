@@ -328,7 +328,8 @@ class _RateLimiter:
         with self._lock:
             now = time.monotonic()
             hits = self._recent(key, now)
-            remaining = max(0, self.limit - len(hits))
+            # Not enforcing: never announce an exhausted budget that would not be enforced anyway.
+            remaining = max(0, self.limit - len(hits)) if self.enforce else self.limit
             reset = self._reset(hits, now)
         return self.format(remaining, reset)
 

@@ -407,3 +407,31 @@ def test_exposition_passes_promtool_check_metrics(demo_fake: FakeCloudflareAPI, 
     check = subprocess.run([promtool, "check", "metrics"], input=result.stdout, capture_output=True, text=True,
                            timeout=30, check=False)
     assert check.returncode == 0 and not check.stdout.strip() and not check.stderr.strip(), check.stdout + check.stderr
+
+
+def test_api_rate_limit_is_respected_not_hammered(tmp_path: Path) -> None:
+    """The API allows 6 requests per 3 s; the exporter's own budget is far higher. The Ratelimit header and
+    Retry-After must hold it back: every poll succeeds and the API refuses almost nothing."""
+    accounts = [f"{i:032x}" for i in range(1, 13)]
+    with FakeCloudflareAPI(token=TOKEN, rate_limit=(6, 3.0)) as api:
+        for account_id in accounts:
+            api.add_account(account_id, f"acc{account_id[-2:]}", mixed_invoices()[:2])
+        config = config_for(api, *({"id": a} for a in accounts), requests_per_second=50, max_retries=3,
+                            timeout="5s")
+        result = run_once(config, workdir=tmp_path)
+        statuses = Counter(r.status for r in api.requests)
+    assert result.returncode == 0, result.stderr
+    assert statuses[200] == len(accounts)
+    assert statuses[429] <= 2, statuses
+
+
+def test_retry_after_is_honoured(fake_api: FakeCloudflareAPI, tmp_path: Path) -> None:
+    fake_api.add_account(ACC, "production", mixed_invoices()[:2])
+    fake_api.inject(ACC, Fault.rate_limited(retry_after=2))
+    result = run_once(config_for(fake_api), workdir=tmp_path)
+    assert result.returncode == 0, result.stderr
+    first, second = fake_api.requests_for(ACC)
+    assert (first.status, second.status) == (429, 200)
+    assert second.time - first.time >= 1.9
+    assert value(result.stdout, "cloudflare_ai_gateway_api_errors_total", account_id=ACC, reason="rate_limited") == 1
+    assert value(result.stdout, "cloudflare_ai_gateway_api_requests_total", account_id=ACC, code="429") == 1
