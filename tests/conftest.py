@@ -18,22 +18,16 @@ TOKEN = "fake-api-token"
 
 @pytest.fixture
 def fake_api() -> Iterator[FakeCloudflareAPI]:
-    api = FakeCloudflareAPI(token=TOKEN)
-    api.start()
-    try:
+    """A started, empty fake that accepts the bearer token TOKEN."""
+    with FakeCloudflareAPI(token=TOKEN) as api:
         yield api
-    finally:
-        api.stop()
 
 
 @pytest.fixture
 def demo_fake() -> Iterator[FakeCloudflareAPI]:
-    api = demo_api()
-    api.start()
-    try:
+    """A started fake with the --demo sample accounts."""
+    with demo_api() as api:
         yield api
-    finally:
-        api.stop()
 
 
 @pytest.fixture

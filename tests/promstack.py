@@ -10,7 +10,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -23,7 +22,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.support import free_port, wait_for
+from tests.support import free_port, terminate, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 PROMETHEUS_DIR = REPO / "prometheus"
@@ -129,13 +128,7 @@ class Program:
         wait_for(ready, timeout, interval=0.1, what=f"{self.name} ready at {url}")
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        terminate(self.proc, timeout)
         self._log.close()
 
 

@@ -49,6 +49,17 @@ def samples(exposition: str, name: str, **labels: str) -> list[tuple[dict[str, s
     return found
 
 
+def terminate(proc: subprocess.Popen[Any], timeout: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL if it is still running after ``timeout`` seconds."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
 def value(exposition: str, name: str, **labels: str) -> float | None:
     """The single value of ``name`` with ``labels``, or None when absent."""
     found = samples(exposition, name, **labels)
@@ -124,13 +135,7 @@ class ExporterProcess:
         self.proc.send_signal(signum)
 
     def stop(self, timeout: float = 5.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        terminate(self.proc, timeout)
         self._log.close()
         return int(self.proc.returncode)
 

@@ -150,17 +150,22 @@ def _invoice_series(text: str) -> list[tuple[dict[str, str], float]]:
     return samples(text, "cloudflare_ai_gateway_invoice_amount_remaining", account_id=ACC)
 
 
+def _keep_failing(fault: Fault) -> Callable[[FakeCloudflareAPI], None]:
+    """Queue the same fault for every request of the next polls, so the failure state lasts long enough
+    to be scraped even on a loaded machine."""
+    return lambda api: api.inject(ACC, *[fault] * 40)
+
+
 # (name, how to break the API after a first good poll, expected reason, does the poll still succeed)
 FAILURES: list[tuple[str, Callable[[FakeCloudflareAPI], None], str, bool]] = [
     ("revoked token", lambda api: api.revoke_token(TOKEN), "auth", False),
     ("429 then success", lambda api: api.inject(ACC, Fault.rate_limited(retry_after=1)), "rate_limited", True),
-    ("5xx with HTML", lambda api: api.inject(ACC, Fault.server_error(502), Fault.server_error(503)),
-     "server_error", False),
-    ("success false on 200", lambda api: api.inject(ACC, Fault.api_error(code=8000, message="Internal error",
-                                                                         status=200)), "api_error", False),
-    ("timeouts", lambda api: api.inject(ACC, Fault.delay(3), Fault.delay(3)), "timeout", False),
-    ("not JSON", lambda api: api.inject(ACC, Fault.invalid_json()), "invalid_response", False),
-    ("wrong shape", lambda api: api.inject(ACC, Fault.wrong_shape()), "invalid_response", False),
+    ("5xx with HTML", _keep_failing(Fault.server_error(502)), "server_error", False),
+    ("success false on 200", _keep_failing(Fault.api_error(code=8000, message="Internal error", status=200)),
+     "api_error", False),
+    ("timeouts", _keep_failing(Fault.delay(3)), "timeout", False),
+    ("not JSON", _keep_failing(Fault.invalid_json()), "invalid_response", False),
+    ("wrong shape", _keep_failing(Fault.wrong_shape()), "invalid_response", False),
     ("server ignores page", lambda api: setattr(api.accounts[ACC], "ignore_page", True), "pagination", False),
     ("endless has_more", lambda api: setattr(api.accounts[ACC], "endless_has_more", True), "pagination", False),
 ]
