@@ -182,6 +182,12 @@ class Poller:
                                                "reason": err.reason, "error": str(err),
                                                "duration_seconds": round(duration, 3)})
             return False
+        except Exception:  # a bug of ours: keep the loop and the last good data alive, and say so loudly
+            duration = time.monotonic() - started
+            self._update(account.id, lambda s: s.after_failure("internal", time.time(), duration))
+            log.exception("poll crashed", extra={"account": account.name, "account_id": account.id,
+                                                  "reason": "internal"})
+            return False
         duration = time.monotonic() - started
         self._store.count_invalid_invoices(account.id, history.skipped)
         self._update(account.id, lambda s: s.after_success(history.invoices, time.time(), duration))

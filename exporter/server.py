@@ -221,11 +221,21 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}</style></head>
 """
 
 
+def _bind(address: ListenAddress, app: App) -> _Server:
+    try:
+        return _Server(address, Handler, app)
+    except OSError:
+        if address.host != "::":
+            raise
+        # ":port" on a host without IPv6 (some containers): every IPv4 interface instead.
+        return _Server(ListenAddress("0.0.0.0", address.port, socket.AF_INET), Handler, app)
+
+
 class WebServers:
     """One server thread per listen address; ``shutdown`` stops them all."""
 
     def __init__(self, app: App, addresses: list[ListenAddress]) -> None:
-        self._servers = [_Server(address, Handler, app) for address in addresses]
+        self._servers = [_bind(address, app) for address in addresses]
         self._threads: list[threading.Thread] = []
 
     @property
