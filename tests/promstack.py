@@ -132,21 +132,23 @@ class Program:
         self._log.close()
 
 
-class Prometheus(Program):
-    def __init__(self, config: dict[str, Any], workdir: Path) -> None:
-        binary = find_program("prometheus")
+class _Server(Program):
+    """A Prometheus-family server of our own: its config in ``workdir``, its data there too, its web port on
+    loopback; the constructor returns once ``/-/ready`` answers."""
+
+    def __init__(self, name: str, binary: str, config: dict[str, Any], workdir: Path, storage_flag: str,
+                 *extra: str) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
-        self.config_path = workdir / "prometheus.yml"
+        self.config_path = workdir / f"{name}.yml"
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        super().__init__("prometheus", [
+        super().__init__(name, [
             binary,
             f"--config.file={self.config_path}",
-            f"--storage.tsdb.path={workdir / 'data'}",
+            f"{storage_flag}={workdir / 'data'}",
             f"--web.listen-address=127.0.0.1:{self.port}",
-            # A firing alert is sent to Alertmanager at once; re-sends (default every minute) come sooner.
-            "--rules.alert.resend-delay=1s",
+            *extra,
             "--log.level=info",
         ], workdir)
         try:
@@ -154,6 +156,13 @@ class Prometheus(Program):
         except BaseException:
             self.stop()
             raise
+
+
+class Prometheus(_Server):
+    def __init__(self, config: dict[str, Any], workdir: Path) -> None:
+        # A firing alert is sent to Alertmanager at once; re-sends (default every minute) come sooner.
+        super().__init__("prometheus", find_program("prometheus"), config, workdir, "--storage.tsdb.path",
+                         "--rules.alert.resend-delay=1s")
 
     def api(self, path: str, **params: Any) -> Any:
         """GET /api/v1/<path>; returns ``data``; fails the test on an error status."""
@@ -174,27 +183,11 @@ class Prometheus(Program):
         return list(self.api(f"label/{label}/values", **params))
 
 
-class Alertmanager(Program):
+class Alertmanager(_Server):
     def __init__(self, config: dict[str, Any], workdir: Path) -> None:
-        binary = find_program(*ALERTMANAGER_NAMES)
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.config_path = workdir / "alertmanager.yml"
-        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        super().__init__("alertmanager", [
-            binary,
-            f"--config.file={self.config_path}",
-            f"--storage.path={workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{self.port}",
-            "--cluster.listen-address=",  # no gossip: a single instance, no port besides the web one
-            "--log.level=info",
-        ], workdir)
-        try:
-            self.wait_ready(self.url + "/-/ready")
-        except BaseException:
-            self.stop()
-            raise
+        # No gossip: a single instance, no port besides the web one.
+        super().__init__("alertmanager", find_program(*ALERTMANAGER_NAMES), config, workdir, "--storage.path",
+                         "--cluster.listen-address=")
 
     def alerts(self, **filters: str) -> list[dict[str, Any]]:
         """GET /api/v2/alerts, including silenced and inhibited ones; ``filters`` are label equalities."""

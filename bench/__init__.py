@@ -1,0 +1,1 @@
+"""Benchmarks of the exporter: ``python bench/run.py`` (see docs/performance.md)."""
