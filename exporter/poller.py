@@ -102,7 +102,7 @@ class Poller:
         tasks: set[asyncio.Task[Any]] = set()
         semaphore = asyncio.Semaphore(self._config.poll.max_concurrency)
 
-        def spawn(coro: Coroutine[Any, Any, None]) -> None:
+        def spawn(coro: Coroutine[Any, Any, Any]) -> None:
             task = asyncio.get_running_loop().create_task(coro)
             tasks.add(task)
             task.add_done_callback(tasks.discard)
@@ -153,8 +153,7 @@ class Poller:
     async def _once(self) -> bool:
         self._open()
         try:
-            if self._config.discovery.enabled:
-                await self._discover()
+            discovered = await self._discover() if self._config.discovery.enabled else True
             semaphore = asyncio.Semaphore(self._config.poll.max_concurrency)
 
             async def bounded(account: AccountConfig) -> bool:
@@ -162,7 +161,7 @@ class Poller:
                     return await self.poll_account(account)
 
             results = await asyncio.gather(*(bounded(a) for a in self._accounts))
-            return all(results)
+            return discovered and all(results)
         finally:
             if self._http is not None:
                 await self._http.aclose()
@@ -210,21 +209,23 @@ class Poller:
 
     # --- accounts: listed, discovered, sharded ---
 
-    async def _discover(self) -> None:
+    async def _discover(self) -> bool:
+        """Refresh the discovered accounts; on failure keep the previous list and return False."""
         assert self._client is not None
         creds = self._config.cloudflare.credentials
         if creds is None:
-            return
+            return False
         try:
             found = await self._client.list_accounts(creds)
         except ApiError as err:
             log.warning("account discovery failed", extra={"reason": err.reason, "error": str(err)})
-            return
+            return False
         discovery = self._config.discovery
         self._discovered = [AccountConfig(account_id, name, "all", creds)
                             for account_id, name in found if discovery.selects(account_id, name)]
         log.info("account discovery succeeded", extra={"found": len(found), "selected": len(self._discovered)})
         self._rebuild_accounts()
+        return True
 
     def _reconfigure(self, config: Config) -> None:
         old = self._config

@@ -440,3 +440,15 @@ def test_retry_after_is_honoured(fake_api: FakeCloudflareAPI, tmp_path: Path) ->
     assert second.time - first.time >= 1.9
     assert value(result.stdout, "cloudflare_ai_gateway_api_errors_total", account_id=ACC, reason="rate_limited") == 1
     assert value(result.stdout, "cloudflare_ai_gateway_api_requests_total", account_id=ACC, code="429") == 1
+
+
+def test_once_fails_when_discovery_fails(fake_api: FakeCloudflareAPI, tmp_path: Path) -> None:
+    fake_api.add_account(ACC, "production", mixed_invoices()[:2], token="own-token")
+    config = config_for(fake_api, {"id": ACC, "name": "production", "api_token": "own-token"},
+                        api_token="not-a-valid-token")
+    config["discovery"] = {"enabled": True}
+    result = run_once(config, workdir=tmp_path)
+    assert result.returncode == 1  # the listed account polled fine, but accounts may be missing
+    assert value(result.stdout, "cloudflare_ai_gateway_poll_success", account_id=ACC) == 1
+    assert "account discovery failed" in result.stderr and "reason=auth" in result.stderr
+    assert value(result.stdout, "cloudflare_ai_gateway_api_errors_total", account_id="", reason="auth") == 1
