@@ -72,34 +72,34 @@ class _Families(Generic[S]):
     collector interface, ``_Lines`` for the renderer."""
 
     def __init__(self, pdf_label: bool, make: Callable[[str, str, list[str]], S]) -> None:
-        def _gauge(name: str, doc: str, labels: list[str]) -> S:
+        def family(name: str, doc: str, labels: list[str]) -> S:
             return make(f"{NS}_{name}", doc, labels)
 
         info_labels = [*INV, "status", "origin", "created_by", "currency"] + (["invoice_pdf_url"] if pdf_label else [])
-        self.due = _gauge("invoice_amount_due", "Invoice amount due, in major currency units.", [*INV, "currency"])
-        self.paid = _gauge("invoice_amount_paid", "Invoice amount paid, in major currency units.", [*INV, "currency"])
-        self.remaining = _gauge("invoice_amount_remaining", "Invoice amount still to pay, in major currency units.",
+        self.due = family("invoice_amount_due", "Invoice amount due, in major currency units.", [*INV, "currency"])
+        self.paid = family("invoice_amount_paid", "Invoice amount paid, in major currency units.", [*INV, "currency"])
+        self.remaining = family("invoice_amount_remaining", "Invoice amount still to pay, in major currency units.",
                                 [*INV, "currency"])
-        self.attempts = _gauge("invoice_payment_attempts", "Payment attempts made for the invoice.", INV)
-        self.created = _gauge("invoice_created_timestamp_seconds", "When the invoice was created, Unix time.", INV)
-        self.info = _gauge("invoice_info", "Invoice metadata; always 1.", info_labels)
-        self.acc_invoices = _gauge("account_invoices", "Invoices in the account's history by status.",
+        self.attempts = family("invoice_payment_attempts", "Payment attempts made for the invoice.", INV)
+        self.created = family("invoice_created_timestamp_seconds", "When the invoice was created, Unix time.", INV)
+        self.info = family("invoice_info", "Invoice metadata; always 1.", info_labels)
+        self.acc_invoices = family("account_invoices", "Invoices in the account's history by status.",
                                    [*ACC, "status"])
-        self.acc_unpaid = _gauge("account_unpaid_invoices", "Unpaid invoices (amount remaining, not paid/void/draft).",
+        self.acc_unpaid = family("account_unpaid_invoices", "Unpaid invoices (amount remaining, not paid/void/draft).",
                                  ACC)
-        self.acc_due = _gauge("account_amount_due", "Sum of amount due over unpaid invoices, major currency units.",
+        self.acc_due = family("account_amount_due", "Sum of amount due over unpaid invoices, major currency units.",
                               [*ACC, "currency"])
-        self.acc_remaining = _gauge("account_amount_remaining",
+        self.acc_remaining = family("account_amount_remaining",
                                     "Sum of amount remaining over unpaid invoices, major currency units.",
                                     [*ACC, "currency"])
-        self.acc_failed = _gauge("account_failed_payment_attempts",
+        self.acc_failed = family("account_failed_payment_attempts",
                                  "Sum of payment attempts over unpaid invoices whose payment was attempted.", ACC)
-        self.acc_oldest = _gauge("account_oldest_unpaid_invoice_created_timestamp_seconds",
+        self.acc_oldest = family("account_oldest_unpaid_invoice_created_timestamp_seconds",
                                  "Creation time of the oldest unpaid invoice, Unix time.", ACC)
-        self.poll_success = _gauge("poll_success", "1 if the last poll of the account succeeded, else 0.", ACC)
-        self.poll_last_success = _gauge("poll_last_success_timestamp_seconds",
+        self.poll_success = family("poll_success", "1 if the last poll of the account succeeded, else 0.", ACC)
+        self.poll_last_success = family("poll_last_success_timestamp_seconds",
                                         "When the account was last polled successfully, Unix time.", ACC)
-        self.poll_duration = _gauge("poll_duration_seconds", "Duration of the account's last poll, all pages.", ACC)
+        self.poll_duration = family("poll_duration_seconds", "Duration of the account's last poll, all pages.", ACC)
 
     def all(self) -> list[S]:
         return [self.due, self.paid, self.remaining, self.attempts, self.created, self.info, self.acc_invoices,
