@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,13 +113,19 @@ def _is(alert: dict[str, Any], alertname: str, status: str, **labels: str) -> bo
 # ---- alerting ---------------------------------------------------------------------------------------------
 
 
-def test_failed_payment_pages_with_the_account_and_resolves_once_paid(stack: Stack) -> None:
+def _await_alert(stack: Stack, predicate: Callable[[str, dict[str, Any]], bool], timeout: float,
+                 what: str) -> tuple[str, dict[str, Any]]:
+    """The first webhook delivery that matches; on a time-out the failure carries every process's log."""
     try:
-        path, alert = stack.receiver.wait_for_alert(
-            lambda p, a: _is(a, PAYMENT_FAILED, "firing", account_id=E2E_ACCOUNT_ID), ALERT_TIMEOUT,
-            f"{PAYMENT_FAILED} for {E2E_ACCOUNT} at the webhook receiver")
+        return stack.receiver.wait_for_alert(predicate, timeout, what)
     except AssertionError as err:
         raise AssertionError(f"{err}\n{_logs(stack)}") from None
+
+
+def test_failed_payment_pages_with_the_account_and_resolves_once_paid(stack: Stack) -> None:
+    path, alert = _await_alert(
+        stack, lambda p, a: _is(a, PAYMENT_FAILED, "firing", account_id=E2E_ACCOUNT_ID), ALERT_TIMEOUT,
+        f"{PAYMENT_FAILED} for {E2E_ACCOUNT} at the webhook receiver")
     assert path == "/page", "critical alerts go to the paging receiver"
     assert alert["labels"] == {
         "alertname": PAYMENT_FAILED, "severity": "critical", "account": E2E_ACCOUNT,
@@ -133,12 +139,9 @@ def test_failed_payment_pages_with_the_account_and_resolves_once_paid(stack: Sta
     assert annotations["runbook_url"].endswith("/docs/runbook.md#cloudflareaigatewayinvoicepaymentfailed")
 
     stack.api.pay_invoice(E2E_ACCOUNT_ID, E2E_INVOICE)
-    try:
-        path, _ = stack.receiver.wait_for_alert(
-            lambda p, a: _is(a, PAYMENT_FAILED, "resolved", account_id=E2E_ACCOUNT_ID), ALERT_TIMEOUT,
-            f"{PAYMENT_FAILED} for {E2E_ACCOUNT} resolved at the webhook receiver")
-    except AssertionError as err:
-        raise AssertionError(f"{err}\n{_logs(stack)}") from None
+    path, _ = _await_alert(
+        stack, lambda p, a: _is(a, PAYMENT_FAILED, "resolved", account_id=E2E_ACCOUNT_ID), ALERT_TIMEOUT,
+        f"{PAYMENT_FAILED} for {E2E_ACCOUNT} resolved at the webhook receiver")
     assert path == "/page"
 
 
@@ -147,12 +150,9 @@ def test_warnings_open_tickets_and_a_failed_payment_inhibits_unpaid(stack: Stack
     research account (declined card on a 40-day-old invoice) has InvoiceUnpaid firing in Prometheus, but
     Alertmanager holds it back behind InvoicePaymentFailed of the same account."""
     legacy, research = DEMO_ACCOUNTS["legacy"], DEMO_ACCOUNTS["research"]
-    try:
-        path, alert = stack.receiver.wait_for_alert(
-            lambda p, a: _is(a, "CloudflareAIGatewayBillingPollFailing", "firing", account_id=legacy),
-            ALERT_TIMEOUT, "BillingPollFailing for the demo's legacy account")
-    except AssertionError as err:
-        raise AssertionError(f"{err}\n{_logs(stack)}") from None
+    path, alert = _await_alert(
+        stack, lambda p, a: _is(a, "CloudflareAIGatewayBillingPollFailing", "firing", account_id=legacy),
+        ALERT_TIMEOUT, "BillingPollFailing for the demo's legacy account")
     assert path == "/ticket"
     assert alert["labels"]["account"] == "legacy"
     assert "auth" in alert["annotations"]["description"]
