@@ -13,7 +13,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import httpx
@@ -23,7 +23,7 @@ from exporter.client import ApiError, CloudflareClient
 from exporter.config import AccountConfig, Config
 from exporter.ratelimit import RateLimiter
 from exporter.sharding import owned_by
-from exporter.snapshot import SnapshotStore
+from exporter.snapshot import AccountState, SnapshotStore
 
 log = logging.getLogger("exporter.poller")
 
@@ -202,7 +202,7 @@ class Poller:
             log.info("poll succeeded", extra=fields)
         return True
 
-    def _update(self, account_id: str, change: Any) -> None:
+    def _update(self, account_id: str, change: Callable[[AccountState], AccountState]) -> None:
         state = self._store.get(account_id)
         if state is not None:
             self._store.put(change(state))
