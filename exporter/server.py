@@ -204,9 +204,12 @@ class Handler(BaseHTTPRequestHandler):
         self._discard_body()
         if not self._authorized():
             return
-        if self.path.split("?", 1)[0] != "/-/reload":
-            self._send(405 if self.path.split("?", 1)[0] in ("/", self.server.app.telemetry_path) else 404,
-                       b"Not found\n")
+        path = self.path.split("?", 1)[0]
+        if path in ("/", self.server.app.telemetry_path, "/-/healthy", "/-/ready"):
+            self._send(405, b"Method not allowed: use GET\n", headers={"Allow": "GET, HEAD"})
+            return
+        if path != "/-/reload":
+            self._send(404, b"Not found\n")
             return
         ok, message = self.server.app.reload()
         self._send(200 if ok else 500, (message + "\n").encode())

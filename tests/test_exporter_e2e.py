@@ -285,6 +285,9 @@ def test_http_endpoints_formats_and_listen_addresses(fake_api: FakeCloudflareAPI
     other = httpx.get(f"http://127.0.0.1:{second}/custom-metrics", timeout=10)
     assert other.status_code == 200 and "cloudflare_ai_gateway_poll_success" in other.text
     assert exporter.get("/-/reload").status_code == 405
+    wrong_method = httpx.post(exporter.url + "/custom-metrics", timeout=10)
+    assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "GET, HEAD"
+    assert httpx.post(exporter.url + "/nope", timeout=10).status_code == 404
     assert exporter.get("/nope").status_code == 404
     assert "process_cpu_seconds_total" not in plain.text and "python_gc" not in plain.text
 
