@@ -163,7 +163,7 @@ not the absolute times with another machine.
 
 Everything runs on loopback, each part in a process of its own, started and stopped by the bench:
 
-- **the fake Cloudflare API** (`exporter/fakeapi.py`, sized by `bench/fakeserver.py`) in a child process, so that
+- **the fake Cloudflare API** (`tests/fakeapi.py`, sized by `bench/fakeserver.py`) in a child process, so that
   its Python threads never compete for a GIL with the load generator or the bench. Accounts have ids
   `000…0`, `000…1`, …; invoices are realistic wire-format invoices (24-character ids, PDF links, descriptions). The
   fake's own rate limit is set out of reach: the exporter's budget is what is measured. It records the arrival

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from exporter.fakeapi import FakeCloudflareAPI, invoice
+from tests.fakeapi import FakeCloudflareAPI, invoice
 
 TOKEN = "bench-token-5f1c0e7a9d2b"
 _DAY = 86400

@@ -13,9 +13,12 @@ import time
 from collections.abc import Sequence
 from types import FrameType
 
+import httpx
+
 from exporter import __version__
 from exporter.collector import ExporterStatus, MetricsRenderer
-from exporter.config import AccountConfig, CloudflareConfig, Config, ConfigError, Credentials, PollConfig, load_config
+from exporter.config import Config, ConfigError, load_config
+from exporter.demo import DEMO_BASE_URL, demo_config, demo_transport
 from exporter.logs import LEVELS, RedactSecrets, setup_logging
 from exporter.poller import Poller
 from exporter.server import App, ListenAddress, WebServers, parse_listen_address
@@ -61,19 +64,6 @@ def _with_flag_overrides(config: Config, args: argparse.Namespace, source: str) 
     return dataclasses.replace(config, sharding=dataclasses.replace(config.sharding, shard=shard, total_shards=total))
 
 
-def demo_config(base_url: str) -> Config:
-    from exporter.fakeapi import DEMO_ACCOUNTS, DEMO_REVOKED_TOKEN, DEMO_TOKEN
-
-    accounts = tuple(
-        AccountConfig(account_id, name, "all",
-                      Credentials(api_token=DEMO_REVOKED_TOKEN if name == "legacy" else DEMO_TOKEN))
-        for name, account_id in DEMO_ACCOUNTS.items()
-    )
-    return Config(cloudflare=CloudflareConfig(base_url=base_url, requests_per_second=10, max_retries=2,
-                                              credentials=Credentials(api_token=DEMO_TOKEN)),
-                  poll=PollConfig(interval=30.0), accounts=accounts)
-
-
 class Exporter:
     """Owns the running parts and swaps the config on reload."""
 
@@ -81,7 +71,7 @@ class Exporter:
         self.args = args
         self.redact = redact
         self.store = SnapshotStore()
-        self.poller = Poller(config, self.store)
+        self.poller = Poller(config, self.store, demo_transport() if args.demo else None)
         self.status = ExporterStatus(config, 0, True, time.time())
         self.web_config = load_web_config(args.web_config_file)
         self._reload_lock = threading.Lock()
@@ -115,15 +105,10 @@ class Exporter:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     redact = setup_logging(args.log_level, args.log_format)
-    fake = None
     try:
         if args.demo:
-            from exporter.fakeapi import demo_api
-
-            fake = demo_api()
-            fake.start()
-            config = demo_config(fake.base_url)
-            log.info("demo mode: polling a bundled fake Cloudflare API", extra={"base_url": fake.base_url})
+            config = demo_config()
+            log.info("demo mode: polling built-in sample accounts, not Cloudflare", extra={"base_url": DEMO_BASE_URL})
         else:
             config = load_config(args.config_file)
         config = _with_flag_overrides(config, args, args.config_file)
@@ -134,19 +119,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"{'on' if config.discovery.enabled else 'off'})")
             return 0
         if args.once:
-            return _run_once(config)
+            return _run_once(config, demo_transport() if args.demo else None)
         return _serve(args, config, redact)
     except ConfigError as err:
         print(err.report(), file=sys.stderr)
         return 1
-    finally:
-        if fake is not None:
-            fake.stop()
 
 
-def _run_once(config: Config) -> int:
+def _run_once(config: Config, transport: httpx.AsyncBaseTransport | None) -> int:
     store = SnapshotStore()
-    poller = Poller(config, store)
+    poller = Poller(config, store, transport)
     ok = poller.run_once()
     renderer = MetricsRenderer(store, lambda: ExporterStatus(config, 0, True, time.time()))
     sys.stdout.buffer.write(renderer.render().body)

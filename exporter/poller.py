@@ -29,8 +29,9 @@ log = logging.getLogger("exporter.poller")
 
 
 class Poller:
-    def __init__(self, config: Config, store: SnapshotStore) -> None:
+    def __init__(self, config: Config, store: SnapshotStore, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self._config = config
+        self._transport = transport  # the demo's in-process API; None: the network
         self._store = store
         self._limiter = RateLimiter(config.cloudflare.requests_per_second)
         self._discovered: list[AccountConfig] = []
@@ -92,7 +93,8 @@ class Poller:
             headers={"User-Agent": f"cloudflare-ai-gateway-exporter/{__version__}", "Accept": "application/json"},
             limits=httpx.Limits(max_connections=self._config.poll.max_concurrency),
             timeout=cf.timeout,
-            trust_env=True,
+            trust_env=self._transport is None,  # no proxy may take the demo's requests away from its transport
+            transport=self._transport,
         )
         self._client = CloudflareClient(cf, self._limiter, self._store, self._http)
 

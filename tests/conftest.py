@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from exporter.fakeapi import FakeCloudflareAPI, demo_api
+from tests.fakeapi import FakeCloudflareAPI, demo_api
 from tests.support import ExporterProcess, start_exporter
 
 TOKEN = "fake-api-token"

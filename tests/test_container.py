@@ -319,7 +319,7 @@ def test_demo_serves_metrics_as_non_root_and_stops_fast(podman: Podman, image: s
 @pytest.mark.container
 def test_mounted_config_read_only_root(podman: Podman, image: str, tmp_path: Path) -> None:
     """The documented config path, as Kubernetes runs it: read-only root, no capabilities."""
-    from exporter.fakeapi import FakeCloudflareAPI, invoice
+    from tests.fakeapi import FakeCloudflareAPI, invoice
 
     account_id = "023e105f4ecef8ad9ca31a8372d0c353"
     api = FakeCloudflareAPI()

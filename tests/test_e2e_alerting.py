@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.fakeapi import DEMO_ACCOUNTS, FakeCloudflareAPI, invoice
+from tests.fakeapi import DEMO_ACCOUNTS, FakeCloudflareAPI, invoice
 from tests.promstack import (
     ALERTMANAGER_NAMES,
     GRAFANA_DIR,

@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from exporter.fakeapi import FakeCloudflareAPI, Fault, invoice
 from tests.conftest import TOKEN, require_binary
+from tests.fakeapi import FakeCloudflareAPI, Fault, invoice
 from tests.support import ExporterProcess, run_once, samples, value, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -405,7 +405,7 @@ def test_discovery_adds_accounts_filtered_by_regex(fake_api: FakeCloudflareAPI, 
 
 def test_exposition_passes_promtool_check_metrics(demo_fake: FakeCloudflareAPI, tmp_path: Path) -> None:
     promtool = require_binary("promtool")
-    from exporter.fakeapi import DEMO_ACCOUNTS, DEMO_TOKEN
+    from tests.fakeapi import DEMO_ACCOUNTS, DEMO_TOKEN
 
     config = {"cloudflare": {"base_url": demo_fake.base_url, "api_token": DEMO_TOKEN, "requests_per_second": 50},
               "accounts": [{"id": i, "name": n} for n, i in DEMO_ACCOUNTS.items() if n != "legacy"],

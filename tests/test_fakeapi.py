@@ -1,4 +1,4 @@
-"""Tests of the fake Cloudflare API (exporter/fakeapi.py): wire format, auth, faults, limits, lifecycle."""
+"""Tests of the fake Cloudflare API (tests/fakeapi.py): wire format, auth, faults, limits, lifecycle."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from exporter.fakeapi import (
+from tests.fakeapi import (
     DEMO_ACCOUNTS,
     DEMO_REVOKED_TOKEN,
     DEMO_TOKEN,
@@ -378,10 +378,10 @@ def test_accounts_listing_pages(demo_client: httpx.Client) -> None:
     first = demo_client.get("/accounts", params={"per_page": 3}).json()
     second = demo_client.get("/accounts", params={"per_page": 3, "page": 2}).json()
     assert first["success"] is True
-    assert first["result_info"] == {"page": 1, "per_page": 3, "count": 3, "total_count": 4, "total_pages": 2}
-    assert second["result_info"]["count"] == 1
+    assert first["result_info"] == {"page": 1, "per_page": 3, "count": 3, "total_count": 5, "total_pages": 2}
+    assert second["result_info"]["count"] == 2
     names = [a["name"] for a in first["result"] + second["result"]]
-    assert names == ["production", "staging", "research", "bulk"]
+    assert names == ["production", "staging", "research", "bulk", "hobby"]
     assert first["result"][0]["id"] == DEMO_ACCOUNTS["production"]
     assert first["result"][0]["type"] == "standard"
 
@@ -431,7 +431,7 @@ def test_invoice_builder_defaults() -> None:
 
 
 def test_demo_data(demo: FakeCloudflareAPI) -> None:
-    assert list(DEMO_ACCOUNTS) == ["production", "staging", "research", "bulk", "legacy"]
+    assert list(DEMO_ACCOUNTS) == ["production", "staging", "research", "bulk", "legacy", "hobby"]
     assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in DEMO_ACCOUNTS.values())
     invoices = {name: demo.accounts[i].invoices for name, i in DEMO_ACCOUNTS.items()}
     assert [i["status"] for i in invoices["production"]] == ["paid"] * 12
@@ -502,7 +502,7 @@ def test_ipv6_base_url() -> None:
 
 def test_standalone_main() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "exporter.fakeapi", "--listen", "127.0.0.1:0"],
+        [sys.executable, "-m", "tests.fakeapi", "--listen", "127.0.0.1:0"],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -512,7 +512,7 @@ def test_standalone_main() -> None:
         url = re.search(r"http://127\.0\.0\.1:\d+/client/v4", first_line)
         assert url, first_line
         response = httpx.get(url[0] + "/accounts", headers=bearer(DEMO_TOKEN), timeout=5)
-        assert response.json()["result_info"]["total_count"] == 4
+        assert response.json()["result_info"]["total_count"] == 5  # all but legacy (its own, revoked token)
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=5) == 0
     finally:

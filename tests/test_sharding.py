@@ -127,7 +127,7 @@ SHARD_INFO = re.compile(r"^cloudflare_ai_gateway_exporter_shard_info\{([^}]*)\} 
 
 @pytest.fixture(scope="module")
 def fake_api() -> Iterator[Any]:
-    from exporter.fakeapi import FakeCloudflareAPI, invoice
+    from tests.fakeapi import FakeCloudflareAPI, invoice
 
     api = FakeCloudflareAPI()
     for n, account_id in enumerate(E2E_ACCOUNTS):

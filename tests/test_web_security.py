@@ -29,8 +29,8 @@ import httpx
 import pytest
 import yaml
 
-from exporter.fakeapi import FakeCloudflareAPI, Fault, invoice
 from tests.conftest import TOKEN, require_binary
+from tests.fakeapi import FakeCloudflareAPI, Fault, invoice
 from tests.support import REPO, ExporterProcess, free_port, value, wait_for
 
 pytestmark = pytest.mark.e2e

@@ -1,40 +1,50 @@
-"""A local fake of the Cloudflare API, for AI Gateway billing (invoice history).
+"""A local fake of the Cloudflare API for AI Gateway billing: test support, not part of the product.
 
-It speaks the real wire format (see shared/api/README.md) on a loopback port, so the exporter can be tried
-out without a Cloudflare account (``--demo``) and tested against realistic good and bad answers.
+It speaks the real wire format (docs/demo.md describes it) on a loopback port, so the exporter can be tested
+against realistic good and bad answers, and users can point an exporter at it to try their alert routing.
 
-Endpoints, under ``BASE_PATH``:
+Endpoints, under ``BASE_PATH``, all GET (every other method answers 405; the fake records it, so a test can
+prove the exporter never writes):
 
-- ``GET /accounts/{account_id}/ai-gateway/billing/invoice-history?type=&page=&per_page=``
-- ``GET /accounts?page=&per_page=`` (account discovery)
+- ``/accounts/{account_id}/ai-gateway/billing/invoice-history?type=&page=&per_page=``
+- ``/accounts/{account_id}/ai-gateway/billing/credit-balance``, ``spending-limit``, ``invoice-preview``,
+  ``topup/config`` and ``usage-history?value_grouping_window=day|hour&start_time=&end_time=`` (milliseconds)
+- ``/accounts?page=&per_page=`` (account discovery)
 
 Typical use in a test::
 
     with FakeCloudflareAPI() as api:
         api.add_account("023e105f4ecef8ad9ca31a8372d0c353", "production",
                         [invoice(id="in_1", amount_due=1234.5, created=1700000000)])
+        api.set_billing("023e105f4ecef8ad9ca31a8372d0c353", balance=5000, has_default_payment_method=True)
         api.inject(None, Fault.server_error(), Fault.rate_limited(retry_after=1))
+        api.inject(None, Fault.api_error(1004, "Not found", status=404), endpoint="invoice_preview")
         ...  # point the exporter at api.base_url with bearer token "fake-api-token"
-        assert [r.status for r in api.requests] == [502, 429, 200]
+        assert [r.status for r in api.requests_for(ACCOUNT, "invoice_history")] == [502, 429, 200]
+        assert api.writes() == []
 
-How one request is judged (the first step that objects answers):
+An account's billing state is a ``Billing`` (exporter.demo); its defaults are an account without Unified
+Billing (balance 0, no payment method, no top-up config, spending limit null/false, no usage, invoice preview
+404). How one request is judged (the first step that objects answers):
 
-1. routing: unknown path 404 (code 7000), method other than GET 405 (7001), malformed account id 400 (7003);
-2. invoice-history only: the account's ``latency``, then the next queued ``Fault`` (account-specific first);
+1. routing: a non-GET method 405 (7001) on any billing or accounts path, unknown path 404 (7000),
+   malformed account id 400 (7003);
+2. account endpoints: the account's ``latency``, then the next queued ``Fault`` for that endpoint
+   (account-specific before any-account, endpoint-specific before ``endpoint="*"``);
 3. rate limit, counted per credential: 429 (10100) with ``Retry-After``;
 4. authentication: bad headers 400 (6003), revoked token 403 (1000), unknown token 403 (10000),
    wrong key pair 403 (9103);
 5. authorisation: unknown account, or a credential without access to it, 403 (9109);
 6. query validation: 400 (1001); then the answer.
 
-Run ``python -m exporter.fakeapi --listen 127.0.0.1:8787`` to serve the demo accounts until Ctrl-C.
-Standard library only.
+Run ``python -m tests.fakeapi --listen 127.0.0.1:8787`` from a checkout to serve the demo accounts until Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import random
@@ -42,21 +52,39 @@ import re
 import selectors
 import socket
 import socketserver
-import string
 import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlsplit
 
+from exporter.demo import (
+    DEMO_ACCOUNTS,
+    DEMO_REVOKED_TOKEN,
+    DEMO_TOKEN,
+    ENDPOINTS,
+    INVOICE_PER_PAGE_MAX,
+    INVOICE_TYPES,
+    Billing,
+    billing_answer,
+    demo_billing,
+    demo_invoices,
+    invoice,
+    invoice_page,
+)
+
 __all__ = [
+    "ANY_ENDPOINT",
     "BASE_PATH",
     "DEMO_ACCOUNTS",
     "DEMO_REVOKED_TOKEN",
     "DEMO_TOKEN",
+    "ENDPOINT_NAMES",
+    "Billing",
     "FakeAccount",
     "FakeCloudflareAPI",
     "Fault",
@@ -67,28 +95,24 @@ __all__ = [
 ]
 
 BASE_PATH = "/client/v4"
+ENDPOINT_NAMES = tuple(ENDPOINTS.values())  # invoice_history, credit_balance, ..., topup_config
+ANY_ENDPOINT = "*"
 
-# Fake credentials, valid only against this fake.
-DEMO_TOKEN = "demo-token-0c4f6a1e9b2d7f35"  # noqa: S105
-DEMO_REVOKED_TOKEN = "demo-revoked-token-7e21b9c0d4a8"  # noqa: S105
-DEMO_ACCOUNTS: dict[str, str] = {
-    "production": "023e105f4ecef8ad9ca31a8372d0c353",
-    "staging": "1b7e4d2c9a0f4e6b8d3c5a7f9e1b2d40",
-    "research": "6c2f8e1a3b5d7f9e0a4c6e8b1d3f5a72",
-    "bulk": "9d4b6f8a0c2e4a6c8e0b2d4f6a8c0e13",
-    "legacy": "f0e1d2c3b4a5968778695a4b3c2d1e0f",
-}
-
-INVOICE_PER_PAGE_MAX = 100
 ACCOUNTS_PER_PAGE_DEFAULT = 20
 ACCOUNTS_PER_PAGE_MAX = 50
 DEFAULT_RATE_LIMIT = (1200, 300.0)  # Cloudflare's published limit: 1,200 requests per 5 minutes
 
 _ACCOUNT_ID_RE = re.compile(r"[0-9a-f]{32}")
-_HISTORY_RE = re.compile(r"/accounts/([^/]+)/ai-gateway/billing/invoice-history")
+_BILLING_RE = re.compile(r"/accounts/([^/]+)/ai-gateway/billing/(.+)")
 _ACCOUNT_IN_PATH_RE = re.compile(re.escape(BASE_PATH) + r"/accounts/([^/]+)")
-_INVOICE_TYPES = ("auto", "manual", "all")
-_DAY = 86400.0
+# What Fault.wrong_shape() sends as ``result`` per endpoint: success true, but a shape no parser may accept.
+_WRONG_SHAPES: dict[str, Any] = {
+    "credit_balance": {"balance": "plenty", "has_default_payment_method": "yes", "topup_config": []},
+    "spending_limit": {"config": "unlimited", "enabled": "sometimes"},
+    "usage_history": {"history": "temporarily unavailable"},
+    "invoice_preview": ["not", "an", "invoice"],
+    "topup_config": "temporarily unavailable",
+}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -106,12 +130,14 @@ class FakeAccount:
     token: str | None = None  # if set, only this bearer token (or the global key pair) may read the account
     ignore_page: bool = False  # always answer page 1, whatever ?page= says
     endless_has_more: bool = False  # has_more is always true; pages past the end are empty
-    latency: float = 0.0  # seconds to sleep before answering this account's invoice-history requests
+    latency: float = 0.0  # seconds to sleep before answering any of this account's billing requests
+    billing: Billing = field(default_factory=Billing)  # the other endpoints' state; default: not enrolled
+    live: Callable[[float], Billing] | None = None  # if set, billing = live(time.time()) at each request
 
 
 @dataclass(frozen=True)
 class Fault:
-    """One queued misbehaviour of the invoice-history endpoint, consumed by one request."""
+    """One queued misbehaviour of an account endpoint, consumed by one request (see FakeCloudflareAPI.inject)."""
 
     kind: str
     status: int = 200
@@ -146,7 +172,8 @@ class Fault:
 
     @staticmethod
     def wrong_shape() -> Fault:
-        """HTTP 200 and ``success: true``, but ``result.invoices`` is a string, not a list."""
+        """HTTP 200 and ``success: true``, but a result no parser may accept (``result.invoices`` a string,
+        ``result.history`` a string, ``balance`` a word, ...)."""
         return Fault("wrong_shape")
 
 
@@ -161,6 +188,7 @@ class RecordedRequest:
     auth: str  # "bearer", "key" or "none": what the client presented, valid or not
     account_id: str | None  # the {account_id} path segment, if any
     status: int = 0
+    endpoint: str | None = None  # one of ENDPOINT_NAMES, or None (accounts list, unknown or write paths)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -212,6 +240,12 @@ def _success(result: Any, result_info: dict[str, Any]) -> _Reply:
     return _json_reply(
         200, {"success": True, "errors": [], "messages": [], "result": result, "result_info": result_info}
     )
+
+
+def _method_not_allowed() -> _Reply:
+    reply = _error_reply(405, 7001, "Method not allowed for this URI")
+    reply.headers["Allow"] = "GET"
+    return reply
 
 
 def _html_error(status: int) -> _Reply:
@@ -274,13 +308,6 @@ def _page_params(query: dict[str, str], default: int, cap: int) -> tuple[int, in
     except ValueError as exc:
         return _error_reply(400, 1001, str(exc))
     return page, per_page
-
-
-def _origin_kind(entry: Any) -> str:
-    """'manual' for invoices with invoice_origin 'manual', else 'auto' (malformed entries too)."""
-    if isinstance(entry, dict) and entry.get("invoice_origin") == "manual":
-        return "manual"
-    return "auto"
 
 
 def _account_json(account: FakeAccount) -> dict[str, Any]:
@@ -501,7 +528,7 @@ class FakeCloudflareAPI:
         limit, window = rate_limit or DEFAULT_RATE_LIMIT
         self._limiter = _RateLimiter(limit, window, enforce=rate_limit is not None)
         self._requested_port = port
-        self._faults: dict[str | None, deque[Fault]] = {}
+        self._faults: dict[tuple[str | None, str], deque[Fault]] = {}
         self._revoked: set[str] = set()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -518,10 +545,22 @@ class FakeCloudflareAPI:
         self.accounts[account_id] = account
         return account
 
-    def inject(self, account_id: str | None, *faults: Fault) -> None:
-        """Queue faults for the account's next invoice-history requests (None: any account's)."""
+    def inject(self, account_id: str | None, *faults: Fault, endpoint: str = "invoice_history") -> None:
+        """Queue faults for the account's next requests of ``endpoint`` (one of ENDPOINT_NAMES, or
+        ANY_ENDPOINT for whichever comes first); ``account_id`` None: any account's."""
+        if endpoint != ANY_ENDPOINT and endpoint not in ENDPOINT_NAMES:
+            raise ValueError(f"unknown endpoint {endpoint!r}; expected one of {ENDPOINT_NAMES} or '*'")
         with self._lock:
-            self._faults.setdefault(account_id, deque()).extend(faults)
+            self._faults.setdefault((account_id, endpoint), deque()).extend(faults)
+
+    def set_billing(self, account_id: str, **changes: Any) -> Billing:
+        """Change fields of the account's Billing (balance, has_default_payment_method, payment_method,
+        topup_config, first_topup_success, spending_limit, spending_limit_enabled, usage, invoice_preview);
+        the next request sees them. KeyError for an unknown account, TypeError for an unknown field."""
+        account = self.accounts[account_id]
+        with self._lock:
+            account.billing = dataclasses.replace(account.billing, **changes)
+            return account.billing
 
     def revoke_token(self, token: str) -> None:
         """From now on this token gets 403, code 1000 "Invalid API Token", and so does every bearer
@@ -540,10 +579,17 @@ class FakeCloudflareAPI:
                 return
         raise KeyError(f"no invoice {invoice_id!r} in account {account_id!r}")
 
-    def requests_for(self, account_id: str) -> list[RecordedRequest]:
-        """The recorded requests whose path names this account, in arrival order."""
+    def requests_for(self, account_id: str, endpoint: str | None = None) -> list[RecordedRequest]:
+        """The recorded requests whose path names this account (and, if given, of this endpoint), in
+        arrival order."""
         with self._lock:
-            return [r for r in self.requests if r.account_id == account_id]
+            return [r for r in self.requests
+                    if r.account_id == account_id and (endpoint is None or r.endpoint == endpoint)]
+
+    def writes(self) -> list[RecordedRequest]:
+        """Every recorded request whose method was not GET (all answered 405): the exporter must make none."""
+        with self._lock:
+            return [r for r in self.requests if r.method != "GET"]
 
     # ---- lifecycle -------------------------------------------------------------------------------------
 
@@ -600,6 +646,8 @@ class FakeCloudflareAPI:
         """Answer one request; None means: abandon it (the server is stopping)."""
         parts = urlsplit(raw_path)
         match = _ACCOUNT_IN_PATH_RE.match(parts.path)
+        rest = parts.path[len(BASE_PATH) :].rstrip("/") if parts.path.startswith(BASE_PATH + "/") else ""
+        billing = _BILLING_RE.fullmatch(rest)
         record = RecordedRequest(
             time=time.monotonic(),
             method=method,
@@ -607,10 +655,11 @@ class FakeCloudflareAPI:
             query=dict(parse_qsl(parts.query, keep_blank_values=True)),
             auth=_auth_kind(headers),
             account_id=match[1] if match else None,
+            endpoint=ENDPOINTS.get(billing[2]) if billing else None,
         )
         with self._lock:
             self.requests.append(record)
-        reply = self._route(method, record.path, record.query, headers, client)
+        reply = self._route(method, record, rest, billing is not None, headers, client)
         if reply is None:
             return None
         if "Ratelimit" not in reply.headers:
@@ -620,33 +669,30 @@ class FakeCloudflareAPI:
         return reply
 
     def _route(
-        self, method: str, path: str, query: dict[str, str], headers: dict[str, str], client: str
+        self, method: str, record: RecordedRequest, rest: str, billing_path: bool, headers: dict[str, str],
+        client: str,
     ) -> _Reply | None:
-        rest = path[len(BASE_PATH) :].rstrip("/") if path.startswith(BASE_PATH + "/") else ""
-        history = _HISTORY_RE.fullmatch(rest)
-        if rest != "/accounts" and history is None:
+        if method != "GET" and (billing_path or rest == "/accounts"):
+            return _method_not_allowed()  # the write endpoints (topup, spending-limit POST/DELETE...) too
+        if rest == "/accounts":
+            return self._accounts_list(record.query, headers, client)
+        if record.endpoint is None:
             return _error_reply(404, 7000, "No route for that URI")
-        if method != "GET":
-            reply = _error_reply(405, 7001, "Method not allowed for this URI")
-            reply.headers["Allow"] = "GET"
-            return reply
-        if history is None:
-            return self._accounts_list(query, headers, client)
-        account_id = history[1]
+        account_id = record.account_id or ""
         if not _ACCOUNT_ID_RE.fullmatch(account_id):
-            message = f"Could not route to {path}, perhaps your object identifier is invalid?"
+            message = f"Could not route to {record.path}, perhaps your object identifier is invalid?"
             return _error_reply(400, 7003, message)
-        return self._invoice_history(account_id, query, headers, client)
+        return self._account_endpoint(account_id, record.endpoint, record.query, headers, client)
 
-    def _invoice_history(
-        self, account_id: str, query: dict[str, str], headers: dict[str, str], client: str
+    def _account_endpoint(
+        self, account_id: str, endpoint: str, query: dict[str, str], headers: dict[str, str], client: str
     ) -> _Reply | None:
         account = self.accounts.get(account_id)
         if account is not None and account.latency > 0 and not self._sleep(account.latency):
             return None
-        fault = self._pop_fault(account_id)
+        fault = self._pop_fault(account_id, endpoint)
         if fault is not None and fault.kind != "delay":
-            return self._fault_reply(fault)
+            return self._fault_reply(fault, endpoint)
         if fault is not None and not self._sleep(fault.seconds):
             return None
         principal = self._admit(headers, client)
@@ -656,25 +702,29 @@ class FakeCloudflareAPI:
         if denied is not None:
             return denied
         assert account is not None  # _deny_account refuses unknown accounts
+        if endpoint == "invoice_history":
+            return self._invoice_history(account, query)
+        if account.live is not None:
+            fresh = account.live(time.time())
+            with self._lock:
+                account.billing = fresh
+        with self._lock:
+            status, body = billing_answer(endpoint, account.billing, query)
+        return _json_reply(status, body)
+
+    def _invoice_history(self, account: FakeAccount, query: dict[str, str]) -> _Reply:
         kind = query.get("type", "all")
-        if kind not in _INVOICE_TYPES:
+        if kind not in INVOICE_TYPES:
             return _error_reply(400, 1001, f"Invalid value for type: {kind!r}; expected auto, manual or all")
         params = _page_params(query, self.default_per_page, INVOICE_PER_PAGE_MAX)
         if isinstance(params, _Reply):
             return params
-        return self._history_page(account, kind, *params)
-
-    def _history_page(self, account: FakeAccount, kind: str, page: int, per_page: int) -> _Reply:
+        page, per_page = params
         with self._lock:
-            invoices = [e for e in account.invoices if kind == "all" or _origin_kind(e) == kind]
-            if account.ignore_page:
-                page = 1
-            start = (page - 1) * per_page
-            total = len(invoices)
-            has_more = account.endless_has_more or start + per_page < total
-            pagination = {"has_more": has_more, "page": page, "per_page": per_page, "total_count": total}
-            chunk = invoices[start : start + per_page]
-            return _success({"invoices": chunk, "pagination": pagination}, pagination)
+            result, pagination = invoice_page(account.invoices, kind, 1 if account.ignore_page else page, per_page)
+            if account.endless_has_more:
+                pagination["has_more"] = True
+            return _success(result, pagination)
 
     def _accounts_list(self, query: dict[str, str], headers: dict[str, str], client: str) -> _Reply:
         principal = self._admit(headers, client)
@@ -695,7 +745,7 @@ class FakeCloudflareAPI:
         }
         return _success([_account_json(a) for a in chunk], info)
 
-    def _fault_reply(self, fault: Fault) -> _Reply:
+    def _fault_reply(self, fault: Fault, endpoint: str) -> _Reply:
         if fault.kind == "rate_limited":
             retry_after = max(0, math.ceil(fault.seconds))
             reply = _error_reply(429, fault.code, fault.message)
@@ -708,16 +758,18 @@ class FakeCloudflareAPI:
             return _error_reply(fault.status, fault.code, fault.message)
         if fault.kind == "invalid_json":
             return _Reply(200, b'{"success": true, "errors": [], "result": {"invoices": [{"amount_due": 12')
-        if fault.kind == "wrong_shape":
+        if fault.kind == "wrong_shape" and endpoint == "invoice_history":
             pagination = {"has_more": False, "page": 1, "per_page": self.default_per_page, "total_count": 0}
             return _success({"invoices": "temporarily unavailable", "pagination": pagination}, pagination)
+        if fault.kind == "wrong_shape":
+            return _json_reply(200, {"success": True, "errors": [], "messages": [], "result": _WRONG_SHAPES[endpoint]})
         raise ValueError(f"unknown fault kind {fault.kind!r}")
 
     # ---- faults, sleeping, auth ------------------------------------------------------------------------
 
-    def _pop_fault(self, account_id: str) -> Fault | None:
+    def _pop_fault(self, account_id: str, endpoint: str) -> Fault | None:
         with self._lock:
-            for key in (account_id, None):
+            for key in ((account_id, endpoint), (account_id, ANY_ENDPOINT), (None, endpoint), (None, ANY_ENDPOINT)):
                 queue = self._faults.get(key)
                 if queue:
                     return queue.popleft()
@@ -784,135 +836,24 @@ class FakeCloudflareAPI:
 
 
 # --------------------------------------------------------------------------------------------------------
-# Invoices and the demo data set
+# The demo data set (from exporter.demo, so the fake and --demo never disagree)
 # --------------------------------------------------------------------------------------------------------
 
 
-def invoice(
-    *,
-    id: str,
-    amount_due: float,
-    amount_paid: float = 0,
-    amount_remaining: float | None = None,
-    currency: str = "usd",
-    status: str | None = "open",
-    created: int,
-    attempt_count: int = 0,
-    attempted: bool = False,
-    origin: str = "subscription_cycle",
-    created_by: str = "system",
-    description: str | None = None,
-    invoice_pdf: str | None = None,
-    auto_advance: bool | None = True,
-) -> dict[str, Any]:
-    """One wire-format invoice. Amounts are in the smallest currency unit (cents)."""
-    if amount_remaining is None:
-        amount_remaining = round(amount_due - amount_paid, 6)
-    return {
-        "id": id,
-        "amount_due": amount_due,
-        "amount_paid": amount_paid,
-        "amount_remaining": amount_remaining,
-        "currency": currency,
-        "status": status,
-        "created": created,
-        "attempt_count": attempt_count,
-        "attempted": attempted,
-        "auto_advance": auto_advance,
-        "created_by": created_by,
-        "description": description,
-        "invoice_origin": origin,
-        "invoice_pdf": invoice_pdf,
-    }
-
-
-def _demo_invoice(
-    rng: random.Random,
-    now: float,
-    days_ago: float,
-    status: str | None = "paid",
-    *,
-    currency: str = "usd",
-    origin: str = "subscription_cycle",
-    attempt_count: int | None = None,
-) -> dict[str, Any]:
-    """A realistic demo invoice; paid ones are paid in full, all others owe everything."""
-    invoice_id = "in_" + "".join(rng.choices(string.ascii_letters + string.digits, k=24))
-    created = int(now - days_ago * _DAY)
-    amount = round(rng.uniform(150.0, 9800.0), 2)
-    paid = status == "paid"
-    manual = origin == "manual"
-    if attempt_count is None:
-        attempt_count = 1 if paid else 0
-    month = time.strftime("%B %Y", time.gmtime(created))
-    pdf = f"https://pay.stripe.com/invoice/acct_1Demo/{invoice_id}/pdf"
-    return invoice(
-        id=invoice_id,
-        amount_due=amount,
-        amount_paid=amount if paid else 0,
-        currency=currency,
-        status=status,
-        created=created,
-        attempt_count=attempt_count,
-        attempted=attempt_count > 0,
-        origin=origin,
-        created_by="dashboard" if manual else "system",
-        description="AI Gateway credit top-up" if manual else f"AI Gateway usage, {month}",
-        invoice_pdf=None if status == "draft" else pdf,
-        auto_advance=None if manual else status != "draft",
-    )
-
-
-def _monthly_paid(rng: random.Random, now: float, count: int, first_days_ago: float) -> list[dict[str, Any]]:
-    return [_demo_invoice(rng, now, first_days_ago + 30 * i) for i in range(count)]
-
-
-def _bulk_invoices(rng: random.Random, now: float) -> list[dict[str, Any]]:
-    """120 invoices, one every 3 days: usd and eur, every 5th a manual top-up, a few odd statuses."""
-    odd_status: dict[int, str | None] = {
-        0: "draft",
-        1: "open",
-        7: "open",
-        22: "open",
-        30: "void",
-        61: None,
-        95: "uncollectible",
-    }
-    invoices = []
-    for i in range(120):
-        status = odd_status.get(i, "paid")
-        invoices.append(
-            _demo_invoice(
-                rng,
-                now,
-                1 + 3 * i,
-                status,
-                currency="eur" if i % 3 == 2 else "usd",
-                origin="manual" if i % 5 == 4 else "subscription_cycle",
-                attempt_count=4 if status == "uncollectible" else None,
-            )
-        )
-    return invoices
-
-
 def demo_api(*, host: str = "127.0.0.1", port: int = 0, now: float | None = None) -> FakeCloudflareAPI:
-    """The demo data set (see DEMO_ACCOUNTS), not started. Invoices are newest first, created relative to
-    ``now``; the amounts are deterministic."""
-    now = time.time() if now is None else now
+    """The demo accounts (DEMO_ACCOUNTS), not started. Invoices are created relative to ``now``. Without
+    ``now`` the billing state moves with the clock (staging's credits drain); with it, it stays as at ``now``."""
+    started = time.time() if now is None else now
     api = FakeCloudflareAPI(token=DEMO_TOKEN, host=host, port=port)
-    ids = DEMO_ACCOUNTS
-    rng = random.Random("cloudflare-ai-gateway-exporter demo")
-    api.add_account(ids["production"], "production", _monthly_paid(rng, now, 12, 5))
-    staging = [_demo_invoice(rng, now, 3, "open", attempt_count=0), *_monthly_paid(rng, now, 11, 33)]
-    api.add_account(ids["staging"], "staging", staging)
-    research = [
-        _demo_invoice(rng, now, 10, "open", attempt_count=1),
-        _demo_invoice(rng, now, 40, "open", attempt_count=3),
-        *_monthly_paid(rng, now, 10, 70),
-    ]
-    api.add_account(ids["research"], "research", research)
-    api.add_account(ids["bulk"], "bulk", _bulk_invoices(rng, now))
-    api.add_account(ids["legacy"], "legacy", _monthly_paid(rng, now, 6, 12), token=DEMO_REVOKED_TOKEN)
+    invoices = demo_invoices(started)
+    for name, account_id in DEMO_ACCOUNTS.items():
+
+        def live(at: float, account_id: str = account_id) -> Billing:
+            return demo_billing(account_id, at if now is None else now, started)
+
+        token = DEMO_REVOKED_TOKEN if name == "legacy" else None
+        api.add_account(account_id, name, invoices[account_id], token=token,
+                        billing=live(started), live=live if now is None else None)
     api.revoke_token(DEMO_REVOKED_TOKEN)
     return api
 
@@ -934,7 +875,7 @@ def _parse_listen(address: str) -> tuple[str, int]:
 def main(argv: list[str] | None = None) -> int:
     """Serve the demo accounts until Ctrl-C."""
     parser = argparse.ArgumentParser(
-        prog="python -m exporter.fakeapi", description="Serve a fake Cloudflare API with demo accounts."
+        prog="python -m tests.fakeapi", description="Serve a fake Cloudflare API with demo accounts."
     )
     parser.add_argument("--listen", default="127.0.0.1:8787", help="host:port (default: %(default)s)")
     args = parser.parse_args(argv)
