@@ -16,10 +16,14 @@ from typing import Any
 import httpx
 import pytest
 
+from exporter.demo import DEMO_BASE_URL, demo_transport
 from tests.fakeapi import (
+    ANY_ENDPOINT,
     DEMO_ACCOUNTS,
     DEMO_REVOKED_TOKEN,
     DEMO_TOKEN,
+    ENDPOINT_NAMES,
+    Billing,
     FakeCloudflareAPI,
     Fault,
     demo_api,
@@ -519,3 +523,228 @@ def test_standalone_main() -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+# ---- the other billing endpoints -----------------------------------------------------------------------------
+
+HOUR_MS = 3_600_000
+DAY0 = 1_749_945_600  # 2025-06-15 00:00:00 UTC
+SUFFIXES = {
+    "invoice_history": "invoice-history",
+    "credit_balance": "credit-balance",
+    "spending_limit": "spending-limit",
+    "usage_history": "usage-history",
+    "invoice_preview": "invoice-preview",
+    "topup_config": "topup/config",
+}
+
+
+def billing_path(account_id: str, endpoint: str) -> str:
+    return f"/accounts/{account_id}/ai-gateway/billing/{SUFFIXES[endpoint]}"
+
+
+def result(response: httpx.Response) -> Any:
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["success"] is True and body["errors"] == [] and body["messages"] == []
+    assert "result_info" not in body
+    return body["result"]
+
+
+def test_an_account_without_unified_billing_by_default(client: httpx.Client) -> None:
+    balance = result(client.get(billing_path(ACCT, "credit_balance")))
+    assert balance == {"balance": 0.0, "has_default_payment_method": False, "payment_method": None,
+                       "topup_config": None}  # first_topup_success is left out unless set
+    assert result(client.get(billing_path(ACCT, "spending_limit"))) == {"config": None, "enabled": False}
+    usage = client.get(billing_path(ACCT, "usage_history"), params={"value_grouping_window": "day"})
+    assert result(usage) == {"history": []}
+    assert result(client.get(billing_path(ACCT, "topup_config"))) is None
+    preview = client.get(billing_path(ACCT, "invoice_preview"))
+    assert preview.status_code == 404 and error_code(preview) == 1004
+
+
+def test_billing_state_set_from_a_test_is_served(api: FakeCloudflareAPI, client: httpx.Client) -> None:
+    topup = {"amount": 5000, "threshold": 1000, "disabledReason": None, "error": "card declined",
+             "lastFailedAt": 1_750_000_000_000}
+    preview = {"id": "upcoming", "amount_due": 1234, "amount_paid": 0, "amount_remaining": 1234, "currency": "usd",
+               "period_start": 1, "period_end": 2, "status": "draft", "invoice_lines": []}
+    api.set_billing(ACCT, balance=2500.5, has_default_payment_method=True, topup_config=topup,
+                    payment_method={"brand": "visa", "last4": "4242"}, first_topup_success=True,
+                    spending_limit={"amount": 10000, "duration": "daily", "strategy": "fixed"},
+                    spending_limit_enabled=True, invoice_preview=preview)
+    balance = result(client.get(billing_path(ACCT, "credit_balance")))
+    assert balance == {"balance": 2500.5, "has_default_payment_method": True, "topup_config": topup,
+                       "payment_method": {"brand": "visa", "last4": "4242"}, "first_topup_success": True}
+    assert result(client.get(billing_path(ACCT, "topup_config"))) == topup
+    limit = result(client.get(billing_path(ACCT, "spending_limit")))
+    assert limit == {"config": {"amount": 10000, "duration": "daily", "strategy": "fixed"}, "enabled": True}
+    assert result(client.get(billing_path(ACCT, "invoice_preview"))) == preview
+    api.set_billing(ACCT, invoice_preview=None)  # nothing upcoming again
+    assert client.get(billing_path(ACCT, "invoice_preview")).status_code == 404
+    with pytest.raises(TypeError):
+        api.set_billing(ACCT, credits=1)
+    with pytest.raises(KeyError):
+        api.set_billing(OTHER, balance=1)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"value_grouping_window": "week"},
+        {"value_grouping_window": "day", "start_time": "2025-06-15"},
+        {"value_grouping_window": "hour", "end_time": "-5"},
+        {"value_grouping_window": "hour", "start_time": "2000", "end_time": "1000"},
+    ],
+)
+def test_usage_history_query_is_validated(client: httpx.Client, params: dict[str, str]) -> None:
+    response = client.get(billing_path(ACCT, "usage_history"), params=params)
+    assert response.status_code == 400 and error_code(response) == 1001
+
+
+def test_usage_history_groups_by_hour_or_day_in_milliseconds(api: FakeCloudflareAPI, client: httpx.Client) -> None:
+    # Three hours on day 0 (10, 20, 30 at 00:00, 01:00, 01:00+30min) and one on day 1 (5 at 23:00).
+    api.set_billing(ACCT, usage=[(DAY0, 10.0), (DAY0 + 3600, 20.0), (DAY0 + 5400, 30.0), (DAY0 + 86400 + 82800, 5.0)])
+    path = billing_path(ACCT, "usage_history")
+    hours = result(client.get(path, params={"value_grouping_window": "hour"}))["history"]
+    assert [(e["start_time"], e["end_time"], e["aggregated_value"]) for e in hours] == [
+        (DAY0 * 1000, DAY0 * 1000 + HOUR_MS, 10.0),
+        (DAY0 * 1000 + HOUR_MS, DAY0 * 1000 + 2 * HOUR_MS, 50.0),
+        ((DAY0 + 86400 + 82800) * 1000, (DAY0 + 2 * 86400) * 1000, 5.0),
+    ]
+    assert all(isinstance(e["id"], str) and e["id"] for e in hours)
+    days = result(client.get(path, params={"value_grouping_window": "day"}))["history"]
+    assert [(e["start_time"], e["aggregated_value"]) for e in days] == [
+        (DAY0 * 1000, 60.0),
+        ((DAY0 + 86400) * 1000, 5.0),
+    ]
+    # start_time/end_time are milliseconds, start inclusive and end exclusive.
+    window = {"value_grouping_window": "day", "start_time": str(DAY0 * 1000 + HOUR_MS),
+              "end_time": str((DAY0 + 86400) * 1000)}
+    assert [e["aggregated_value"] for e in result(client.get(path, params=window))["history"]] == [50.0]
+    # Seconds where milliseconds belong mean January 1970: such a start lets everything in, such an end nothing.
+    seconds = {"value_grouping_window": "day", "start_time": str(DAY0)}
+    assert len(result(client.get(path, params=seconds))["history"]) == 2
+    seconds = {"value_grouping_window": "day", "end_time": str(DAY0 + 86400)}
+    assert result(client.get(path, params=seconds))["history"] == []
+
+
+def test_faults_are_queued_per_endpoint(api: FakeCloudflareAPI, client: httpx.Client) -> None:
+    api.inject(ACCT, Fault.server_error(503), endpoint="credit_balance")
+    api.inject(None, Fault.api_error(1004, "Not found", status=404), endpoint="invoice_preview")
+    assert client.get(history_path(ACCT)).status_code == 200  # other endpoints are untouched
+    assert client.get(billing_path(ACCT, "spending_limit")).status_code == 200
+    assert client.get(billing_path(ACCT, "credit_balance")).status_code == 503
+    assert client.get(billing_path(ACCT, "credit_balance")).status_code == 200
+    api.set_billing(ACCT, invoice_preview={"id": "x"})
+    preview = client.get(billing_path(ACCT, "invoice_preview"))
+    assert preview.status_code == 404 and error_code(preview) == 1004
+    assert client.get(billing_path(ACCT, "invoice_preview")).status_code == 200
+    # ANY_ENDPOINT: whichever endpoint of the account comes next; the endpoint's own queue goes first.
+    api.inject(ACCT, Fault.rate_limited(retry_after=3), endpoint=ANY_ENDPOINT)
+    api.inject(ACCT, Fault.server_error(502), endpoint="usage_history")
+    usage = billing_path(ACCT, "usage_history")
+    assert client.get(usage, params={"value_grouping_window": "day"}).status_code == 502
+    limited = client.get(billing_path(ACCT, "topup_config"))
+    assert limited.status_code == 429 and limited.headers["retry-after"] == "3"
+    assert client.get(billing_path(ACCT, "topup_config")).status_code == 200
+    with pytest.raises(ValueError, match="unknown endpoint"):
+        api.inject(ACCT, Fault.server_error(), endpoint="credit-balance")
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "unusable"),
+    [
+        ("credit_balance", lambda r: isinstance(r["balance"], str)),
+        ("spending_limit", lambda r: isinstance(r["config"], str)),
+        ("usage_history", lambda r: isinstance(r["history"], str)),
+        ("invoice_preview", lambda r: isinstance(r, list)),
+        ("topup_config", lambda r: isinstance(r, str)),
+    ],
+)
+def test_wrong_shape_and_invalid_json_per_endpoint(
+    api: FakeCloudflareAPI, client: httpx.Client, endpoint: str, unusable: Any
+) -> None:
+    api.set_billing(ACCT, invoice_preview={"id": "x"})
+    api.inject(ACCT, Fault.wrong_shape(), Fault.invalid_json(), Fault.delay(0.01), endpoint=endpoint)
+    params = {"value_grouping_window": "day"}
+    assert unusable(result(client.get(billing_path(ACCT, endpoint), params=params)))
+    broken = client.get(billing_path(ACCT, endpoint), params=params)
+    assert broken.status_code == 200
+    with pytest.raises(json.JSONDecodeError):
+        broken.json()
+    assert not unusable(result(client.get(billing_path(ACCT, endpoint), params=params)))  # delayed, then fine
+
+
+def test_every_endpoint_authenticates_and_authorises(api: FakeCloudflareAPI, client: httpx.Client) -> None:
+    api.add_account(OTHER, "other", [], token="other-token")
+    api.revoke_token("other-token")
+    for endpoint in ENDPOINT_NAMES:
+        params = {"value_grouping_window": "hour"}
+        revoked = client.get(billing_path(OTHER, endpoint), params=params, headers=bearer("other-token"))
+        assert revoked.status_code == 403 and error_code(revoked) == 1000, endpoint
+        unknown = client.get(billing_path("f" * 32, endpoint), params=params)
+        assert unknown.status_code == 403 and error_code(unknown) == 9109, endpoint
+        nobody = client.get(billing_path(ACCT, endpoint), params=params, headers=bearer("nope"))
+        assert nobody.status_code == 403 and error_code(nobody) == 10000, endpoint
+        malformed = client.get(billing_path("NOT-AN-ID", endpoint), params=params)
+        assert malformed.status_code == 400 and error_code(malformed) == 7003, endpoint
+
+
+def test_write_methods_are_refused_and_recorded(api: FakeCloudflareAPI, client: httpx.Client) -> None:
+    base = f"/accounts/{ACCT}/ai-gateway/billing"
+    writes = [("POST", "/topup"), ("POST", "/spending-limit"), ("DELETE", "/spending-limit"),
+              ("POST", "/topup/config"), ("DELETE", "/topup/config"), ("PUT", "/credit-balance"),
+              ("PATCH", "/usage-history"), ("POST", "/invoice-history")]
+    for method, suffix in writes:
+        response = client.request(method, base + suffix, json={"amount": 1000})
+        assert response.status_code == 405 and response.headers["allow"] == "GET", (method, suffix)
+        assert error_code(response) == 7001
+    assert client.get(base + "/topup").status_code == 404  # no such read endpoint
+    assert [(r.method, r.path.removeprefix("/client/v4" + base)) for r in api.writes()] == writes
+    assert all(r.status == 405 and r.account_id == ACCT for r in api.writes())
+    assert result(client.get(billing_path(ACCT, "credit_balance")))["balance"] == 0  # nothing was written
+
+
+def test_requests_are_recorded_with_their_endpoint(api: FakeCloudflareAPI, client: httpx.Client) -> None:
+    for endpoint in ENDPOINT_NAMES:
+        client.get(billing_path(ACCT, endpoint), params={"value_grouping_window": "day"})
+    client.get("/accounts")
+    assert [r.endpoint for r in api.requests] == [*ENDPOINT_NAMES, None]
+    assert [r.query for r in api.requests_for(ACCT, "usage_history")] == [{"value_grouping_window": "day"}]
+    assert api.writes() == []
+
+
+def test_latency_delays_every_billing_endpoint(api: FakeCloudflareAPI, client: httpx.Client) -> None:
+    api.accounts[ACCT].latency = 0.3
+    started = time.monotonic()
+    assert client.get(billing_path(ACCT, "spending_limit")).status_code == 200
+    assert time.monotonic() - started >= 0.3
+
+
+def test_live_billing_is_read_at_each_request(api: FakeCloudflareAPI, client: httpx.Client) -> None:
+    api.accounts[ACCT].live = lambda now: Billing(balance=round(now, 3))
+    first = result(client.get(billing_path(ACCT, "credit_balance")))["balance"]
+    time.sleep(0.01)
+    second = result(client.get(billing_path(ACCT, "credit_balance")))["balance"]
+    assert abs(first - time.time()) < 5 and second > first
+
+
+def test_the_fake_demo_and_the_in_process_demo_agree(demo: FakeCloudflareAPI) -> None:
+    """Every demo account and endpoint answers the same through the fake and through demo_transport."""
+    import asyncio
+
+    async def in_process() -> list[tuple[int, Any]]:
+        async with httpx.AsyncClient(transport=demo_transport(now=NOW), base_url=DEMO_BASE_URL) as c:
+            return [(r.status_code, r.json()) for r in [await c.get(p, params=q, headers=h) for p, q, h in asks]]
+
+    asks = []
+    for name, account_id in DEMO_ACCOUNTS.items():
+        headers = bearer(DEMO_REVOKED_TOKEN if name == "legacy" else DEMO_TOKEN)
+        for endpoint in ENDPOINT_NAMES:
+            asks.append((billing_path(account_id, endpoint), {"value_grouping_window": "hour", "per_page": "20"},
+                         headers))
+    with httpx.Client(base_url=demo.base_url, timeout=5) as c:
+        fake = [(r.status_code, r.json()) for r in [c.get(p, params=q, headers=h) for p, q, h in asks]]
+    assert fake == asyncio.run(in_process())
+    assert {status for status, _ in fake} == {200, 403, 404}
