@@ -30,7 +30,8 @@ UID = "cf-ai-gateway-billing"
 KNOWN_UNITS = {"none", "short", "s", "dtdurations", "reqps", "percentunit", "currencyUSD", "currencyEUR",
                "currencyGBP"}
 # Billing amounts change only at a poll: their time series are drawn in steps, never as slopes.
-BILLING_AMOUNTS = ("cloudflare_ai_gateway_account_amount_remaining", "cloudflare_ai_gateway_account_failed_payment_attempts",
+BILLING_AMOUNTS = ("cloudflare_ai_gateway_account_amount_remaining",
+                   "cloudflare_ai_gateway_account_failed_payment_attempts",
                    "cloudflare_ai_gateway_credit_balance", "cloudflare_ai_gateway_usage_amount")
 RATE_FUNCTIONS = {"rate", "irate", "increase"}
 # Series that carry account_id only (no `account`); the dashboard joins the name from poll_success.
