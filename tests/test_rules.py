@@ -133,6 +133,10 @@ def test_docker_compose_config() -> None:
     assert set(resolved["services"]) >= {"exporter", "prometheus", "alertmanager", "grafana"}
     assert "--demo" in resolved["services"]["exporter"]["command"]
     for name, service in resolved["services"].items():
+        registry = service["image"].split("/", 1)[0]
+        assert "." in registry or registry == "localhost", (
+            f"service {name}: image {service['image']} is not fully qualified (podman cannot resolve short names)")
+    for name, service in resolved["services"].items():
         for volume in service.get("volumes", []):
             source = volume["source"] if isinstance(volume, dict) else volume.split(":")[0]
             if source.startswith("/"):
