@@ -6,6 +6,13 @@ prometheus/alerts.yml; tests/test_kubernetes.py fails when the two drift apart.
 
     python scripts/gen-prometheusrule.py           # rewrite the manifest
     python scripts/gen-prometheusrule.py --check   # exit 1 if it is out of date
+
+Every alert's runbook_url is built from one setting, the `base_url` label of the recording rule
+`cloudflare_ai_gateway:runbook` in prometheus/alerts.yml. To point the alerts at your own copy of the runbook
+in a manifest of your own, without editing alerts.yml:
+
+    python scripts/gen-prometheusrule.py --runbook-base-url https://wiki.example.com/runbook.md \
+        --output my-prometheusrule.yaml
 """
 
 from __future__ import annotations
@@ -42,10 +49,23 @@ def _str_representer(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
 _Dumper.add_representer(str, _str_representer)
 
 
-def render(alerts_text: str) -> str:
+RUNBOOK_RULE = "cloudflare_ai_gateway:runbook"
+
+
+def set_runbook_base_url(groups: list[Any], base_url: str) -> None:
+    """Set the base_url label of the runbook rule (exactly one must exist)."""
+    rules = [r for g in groups for r in g["rules"] if r.get("record") == RUNBOOK_RULE]
+    if len(rules) != 1:
+        raise SystemExit(f"{ALERTS}: expected one recording rule {RUNBOOK_RULE}, found {len(rules)}")
+    rules[0]["labels"]["base_url"] = base_url
+
+
+def render(alerts_text: str, runbook_base_url: str | None = None) -> str:
     alerts: Any = yaml.safe_load(alerts_text)
     if not isinstance(alerts, dict) or not isinstance(alerts.get("groups"), list):
         raise SystemExit(f"{ALERTS}: no `groups` list")
+    if runbook_base_url is not None:
+        set_runbook_base_url(alerts["groups"], runbook_base_url)
     manifest = {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
@@ -65,17 +85,22 @@ def render(alerts_text: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="exit 1 if the manifest is out of date")
+    parser.add_argument("--runbook-base-url", metavar="URL",
+                        help="base of every alert's runbook_url (default: the one in alerts.yml)")
+    parser.add_argument("--output", type=Path, default=OUTPUT, metavar="FILE",
+                        help=f"where to write (default: {OUTPUT.relative_to(ROOT)})")
     args = parser.parse_args(argv)
-    text = render(ALERTS.read_text(encoding="utf-8"))
-    current = OUTPUT.read_text(encoding="utf-8") if OUTPUT.exists() else ""
+    output: Path = args.output.resolve()
+    text = render(ALERTS.read_text(encoding="utf-8"), args.runbook_base_url)
+    current = output.read_text(encoding="utf-8") if output.exists() else ""
     if args.check:
         if current != text:
-            print(f"{OUTPUT.relative_to(ROOT)} is out of date: run scripts/gen-prometheusrule.py", file=sys.stderr)
+            print(f"{output} is out of date: run scripts/gen-prometheusrule.py", file=sys.stderr)
             return 1
         return 0
     if current != text:
-        OUTPUT.write_text(text, encoding="utf-8")
-        print(f"wrote {OUTPUT.relative_to(ROOT)}")
+        output.write_text(text, encoding="utf-8")
+        print(f"wrote {output}")
     return 0
 
 

@@ -57,10 +57,16 @@ def load_yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text())
 
 
-def alert_rules(doc: Any | None = None) -> dict[str, dict[str, Any]]:
-    """The alerting rules of alerts.yml by name."""
+def alert_rules(doc: Any | None = None) -> list[dict[str, Any]]:
+    """The alerting rules of alerts.yml, in file order (one alert name may have several rules, for example
+    ExporterDown as a warning first and critical later)."""
     doc = load_yaml(ALERTS_FILE) if doc is None else doc
-    return {rule["alert"]: rule for group in doc["groups"] for rule in group["rules"] if "alert" in rule}
+    return [rule for group in doc["groups"] for rule in group["rules"] if "alert" in rule]
+
+
+def recording_rules(doc: Any | None = None) -> list[dict[str, Any]]:
+    doc = load_yaml(ALERTS_FILE) if doc is None else doc
+    return [rule for group in doc["groups"] for rule in group["rules"] if "record" in rule]
 
 
 def rules_with_short_for(for_: str = "1s") -> dict[str, Any]:
@@ -90,6 +96,36 @@ def exported_metric_names() -> set[str]:
         assert "cloudflare_ai_gateway_poll_success" in names, f"no exposition from --demo --once:\n{done.stderr}"
         _demo_names = names
     return _demo_names
+
+
+# Metrics of the billing collectors (issue 10) that land in parallel with the rules and the dashboard. Until the
+# exporter serves cloudflare_ai_gateway_credit_balance, the checks below accept these names as missing; once it
+# does, every name must be served.
+PENDING_METRICS = frozenset({
+    "cloudflare_ai_gateway_endpoint_enrolled",
+    "cloudflare_ai_gateway_credit_balance",
+    "cloudflare_ai_gateway_payment_method_present",
+    "cloudflare_ai_gateway_auto_topup_threshold",
+    "cloudflare_ai_gateway_auto_topup_amount",
+    "cloudflare_ai_gateway_auto_topup_last_failure_timestamp_seconds",
+    "cloudflare_ai_gateway_auto_topup_failing",
+    "cloudflare_ai_gateway_spending_limit_enabled",
+    "cloudflare_ai_gateway_spending_limit_amount",
+    "cloudflare_ai_gateway_spending_limit_window_usage",
+    "cloudflare_ai_gateway_usage_amount",
+    "cloudflare_ai_gateway_upcoming_invoice_amount_due",
+    "cloudflare_ai_gateway_upcoming_invoice_period_end_timestamp_seconds",
+})
+
+
+def billing_collectors_served() -> bool:
+    return "cloudflare_ai_gateway_credit_balance" in exported_metric_names()
+
+
+def missing_metrics(used: set[str]) -> set[str]:
+    """Names in ``used`` that the exporter does not expose (pending ones excused until they are served)."""
+    missing = used - exported_metric_names()
+    return missing if billing_collectors_served() else missing - PENDING_METRICS
 
 
 _NAME_TOKEN = re.compile(r"(?<![\w:])[a-zA-Z_:][a-zA-Z0-9_:]*")
@@ -267,11 +303,13 @@ def alertmanager_test_config(webhook_url: str) -> dict[str, Any]:
     def shorten(route: dict[str, Any]) -> None:
         for key in ("group_wait", "group_interval"):
             route[key] = "1s"
+        route.pop("active_time_intervals", None)
         route["repeat_interval"] = "1h"
         for child in route.get("routes", []):
             shorten(child)
 
     shorten(config["route"])
+    config.pop("time_intervals", None)  # business hours would make the test depend on the wall clock
     for receiver in config["receivers"]:
         for webhook in receiver.get("webhook_configs", []):
             path = httpx.URL(webhook["url"]).path

@@ -16,8 +16,9 @@ from tests.promstack import (
     DOCS_DIR,
     GRAFANA_DIR,
     alert_rules,
-    exported_metric_names,
     load_yaml,
+    missing_metrics,
+    recording_rules,
     referenced_metrics,
 )
 
@@ -28,6 +29,10 @@ UID = "cf-ai-gateway-billing"
 # Grafana unit ids this dashboard may use (a typo here would silently show raw numbers).
 KNOWN_UNITS = {"none", "short", "s", "dtdurations", "reqps", "percentunit", "currencyUSD", "currencyEUR",
                "currencyGBP"}
+# Billing amounts change only at a poll: their time series are drawn in steps, never as slopes.
+BILLING_AMOUNTS = ("cloudflare_ai_gateway_account_amount_remaining",
+                   "cloudflare_ai_gateway_account_failed_payment_attempts",
+                   "cloudflare_ai_gateway_credit_balance", "cloudflare_ai_gateway_usage_amount")
 RATE_FUNCTIONS = {"rate", "irate", "increase"}
 # Series that carry account_id only (no `account`); the dashboard joins the name from poll_success.
 ACCOUNT_ID_ONLY = {"cloudflare_ai_gateway_api_requests_total", "cloudflare_ai_gateway_api_errors_total",
@@ -127,6 +132,8 @@ def test_variables() -> None:
         assert variable["definition"].startswith("label_values("), name
         assert variable["definition"].endswith(f", {name})"), f"{name} must list the {name} label"
         assert variable.get("current") in ({}, None), f"{name}: a saved selection would hide other accounts"
+    assert variables["job"].get("allValue") in (None, ""), (
+        "job: *All* must mean the listed jobs; allValue .* makes up{job=~\"$job\"} match every job in Prometheus")
     assert '$job' in variables["instance"]["definition"]
     assert '$job' in variables["account"]["definition"] and '$instance' in variables["account"]["definition"]
     assert "cloudflare_ai_gateway_poll_success" in variables["account"]["definition"]
@@ -217,13 +224,12 @@ def test_every_query_is_filtered_by_the_variables() -> None:
 
 
 def test_dashboard_only_uses_metrics_the_exporter_exposes() -> None:
-    exposed = exported_metric_names()
     used: set[str] = set()
     for _, target in targets():
         used |= referenced_metrics(target["expr"])
     for variable in DASHBOARD["templating"]["list"]:
         used |= referenced_metrics(variable.get("definition", ""))
-    missing = used - exposed
+    missing = missing_metrics(used)
     assert not missing, f"dashboard queries metrics the exporter does not expose: {sorted(missing)}"
 
 
@@ -276,9 +282,15 @@ def _red_threshold(panel_title: str, metric: str) -> float:
 
 
 def _rule_threshold(alert: str) -> float:
-    match = re.search(r"> (\d+)$", alert_rules()[alert]["expr"].strip())
+    (rule,) = [r for r in alert_rules() if r["alert"] == alert]
+    match = re.search(r"> (\d+)$", rule["expr"].strip())
     assert match, alert
     return float(match.group(1))
+
+
+def _constant(record: str) -> dict[str, float]:
+    return {r.get("labels", {}).get("endpoint", ""): float(r["expr"].removeprefix("vector(").removesuffix(")"))
+            for r in recording_rules() if r["record"] == record}
 
 
 def test_panel_thresholds_match_the_alert_thresholds() -> None:
@@ -286,5 +298,66 @@ def test_panel_thresholds_match_the_alert_thresholds() -> None:
     assert _red_threshold("Age of the oldest unpaid invoice",
                           "oldest_unpaid_invoice_created_timestamp_seconds") == _rule_threshold(
         "CloudflareAIGatewayInvoiceUnpaid")
+    # DataStale fires per endpoint at 4 intervals; the per-account tile turns red at the slowest endpoint's.
     assert _red_threshold("Age of the last successful poll", "poll_last_success_timestamp_seconds") == (
-        _rule_threshold("CloudflareAIGatewayBillingDataStale"))
+        4 * max(_constant("cloudflare_ai_gateway:poll_interval:seconds").values()))
+    (time_to_zero,) = [p for p in panels() if p["title"] == "Time to zero at the current rate"]
+    steps = time_to_zero["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert steps[0]["color"] == "red" and steps[1]["color"] == "green", steps
+    assert steps[1]["value"] == _constant("cloudflare_ai_gateway:credits_horizon:seconds")[""], (
+        "time to zero is red below the CreditsRunningOut horizon")
+
+
+def test_billing_amounts_are_drawn_in_steps() -> None:
+    stepped = [p for p in panels() if p["type"] == "timeseries"
+               and any(m in t["expr"] for t in p["targets"] for m in BILLING_AMOUNTS)]
+    assert len(stepped) >= 4, [p["title"] for p in stepped]
+    for panel in stepped:
+        assert panel["fieldConfig"]["defaults"]["custom"]["lineInterpolation"] == "stepAfter", panel["title"]
+
+
+def test_accounts_that_never_polled_successfully_keep_a_tile() -> None:
+    for title in ("Outstanding balance", "Unpaid invoice count", "Failed payment attempts"):
+        (panel,) = [p for p in panels() if p["title"] == title]
+        (target,) = panel["targets"]
+        assert "cloudflare_ai_gateway_poll_success" in target["expr"] and "* NaN" in target["expr"], title
+        mappings = panel["fieldConfig"]["defaults"]["mappings"]
+        assert any(m["type"] == "special" and m["options"]["match"] == "nan"
+                   and "never polled" in m["options"]["result"]["text"] for m in mappings), title
+
+
+def test_errors_are_per_hour_and_zero_not_blank() -> None:
+    panel = _panel_using("cloudflare_ai_gateway_api_errors_total")
+    assert "per hour" in panel["title"]
+    assert panel["targets"][0]["expr"].startswith("3600 * ")
+    assert panel["fieldConfig"]["defaults"]["noValue"] == "0"
+
+
+def test_total_outstanding_per_currency_across_accounts() -> None:
+    (panel,) = [p for p in panels() if p["title"] == "Total outstanding per currency"]
+    assert panel["targets"][0]["expr"].startswith(
+        "sum by (currency) (max by (account_id, currency) (cloudflare_ai_gateway_account_amount_remaining{")
+
+
+def test_the_credits_and_spend_row() -> None:
+    rows = [p["title"] for p in DASHBOARD["panels"] if p["type"] == "row"]
+    assert rows == ["Billing", "Credits and spend", "Poll health"]
+    _panel_using("cloudflare_ai_gateway_credit_balance", "stat")
+    _panel_using("cloudflare_ai_gateway_credit_balance", "timeseries")
+    time_to_zero = _panel_using("deriv(cloudflare_ai_gateway_credit_balance")
+    assert time_to_zero["fieldConfig"]["defaults"]["unit"] == "dtdurations"
+    assert 'window="day"' in _panel_using("cloudflare_ai_gateway_usage_amount", "timeseries")["targets"][0]["expr"]
+    limit = _panel_using("cloudflare_ai_gateway_spending_limit_window_usage")
+    assert "cloudflare_ai_gateway_spending_limit_enabled" in limit["targets"][0]["expr"]
+    assert limit["fieldConfig"]["defaults"]["unit"] == "percentunit"
+    _panel_using("cloudflare_ai_gateway_auto_topup_failing")
+    _panel_using("cloudflare_ai_gateway_upcoming_invoice_amount_due")
+
+
+def test_annotation_honours_the_variables() -> None:
+    (annotation,) = [a for a in DASHBOARD["annotations"]["list"] if a.get("expr")]
+    expr = annotation["expr"]
+    billing, exporter_down = expr.split(" or ", 1)
+    assert 'account=~"$account"' in billing and 'job=~"$job"' in billing and 'instance=~"$instance"' in billing
+    assert 'alertname="CloudflareAIGatewayExporterDown"' in exporter_down
+    assert 'job=~"$job"' in exporter_down and 'instance=~"$instance"' in exporter_down

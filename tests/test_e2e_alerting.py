@@ -2,10 +2,14 @@
 account, one in --demo mode), the real Prometheus and the real Alertmanager posting to a webhook receiver
 inside this test.
 
+A restart of the exporter in the middle of a firing payment alert must not reach the webhook as "resolved".
+
 The rules are prometheus/alerts.yml with one change: every alert's ``for:`` is 1s instead of 5m..1h (a test
 copy, see promstack.rules_with_short_for); the thresholds and expressions are the shipped ones. Prometheus
 runs prometheus.example.yml with a 1s scrape and evaluation interval, Alertmanager alertmanager.example.yml
-with 1s group timers and its webhooks pointed at the receiver below; routing and inhibition are as shipped.
+with 1s group timers, no business-hours restriction and its webhooks pointed at the receiver below; routing
+and inhibition are as shipped. Prometheus also scrapes Alertmanager as an unrelated job, which no panel may
+show.
 
 The dashboard half runs every query of grafana/dashboard.json (panels, variables, annotations), with the
 variables substituted the way Grafana does, against that Prometheus through its HTTP API.
@@ -18,6 +22,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,12 +32,15 @@ from tests.fakeapi import DEMO_ACCOUNTS, FakeCloudflareAPI, invoice
 from tests.promstack import (
     ALERTMANAGER_NAMES,
     GRAFANA_DIR,
+    PENDING_METRICS,
     Alertmanager,
     Prometheus,
     WebhookReceiver,
     alertmanager_test_config,
+    billing_collectors_served,
     find_program,
     prometheus_test_config,
+    referenced_metrics,
     rules_with_short_for,
 )
 from tests.support import ExporterProcess, start_exporter, wait_for
@@ -44,6 +52,7 @@ E2E_ACCOUNT_ID = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
 E2E_ACCOUNT = "e2e-billing"
 E2E_INVOICE = "in_e2e_declined"
 PAYMENT_FAILED = "CloudflareAIGatewayInvoicePaymentFailed"
+UNRELATED_JOB = "alertmanager"
 # Generous for a loaded 2-core machine; each wait returns as soon as its condition holds.
 ALERT_TIMEOUT = 40.0
 
@@ -56,6 +65,8 @@ class Stack:
     receiver: WebhookReceiver
     alertmanager: Alertmanager
     prometheus: Prometheus
+    started: list[Any]
+    workdir: Path
 
 
 @pytest.fixture(scope="module")
@@ -89,11 +100,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         started.append(alertmanager)
         rules = tmp / "alerts.test.yml"
         rules.write_text(yaml.safe_dump(rules_with_short_for("1s"), sort_keys=False))
-        prometheus = Prometheus(
-            prometheus_test_config([exporter.address, demo.address], f"127.0.0.1:{alertmanager.port}", rules),
-            tmp / "prometheus")
+        prom_config = prometheus_test_config([exporter.address, demo.address], f"127.0.0.1:{alertmanager.port}",
+                                             rules)
+        prom_config["scrape_configs"].append({"job_name": UNRELATED_JOB, "scrape_interval": "1s",
+                                              "static_configs": [{"targets": [f"127.0.0.1:{alertmanager.port}"]}]})
+        prometheus = Prometheus(prom_config, tmp / "prometheus")
         started.append(prometheus)
-        yield Stack(api, exporter, demo, receiver, alertmanager, prometheus)
+        yield Stack(api, exporter, demo, receiver, alertmanager, prometheus, started, tmp)
     finally:
         for thing in reversed(started):
             thing.stop()
@@ -122,27 +135,84 @@ def _await_alert(stack: Stack, predicate: Callable[[str, dict[str, Any]], bool],
         raise AssertionError(f"{err}\n{_logs(stack)}") from None
 
 
-def test_failed_payment_pages_with_the_account_and_resolves_once_paid(stack: Stack) -> None:
+def _prometheus_alert(stack: Stack, alertname: str, account_id: str) -> dict[str, Any] | None:
+    alerts = stack.prometheus.api("alerts")["alerts"]
+    return next((a for a in alerts if a["labels"].get("alertname") == alertname
+                 and a["labels"].get("account_id") == account_id), None)
+
+
+def test_failed_payment_reaches_the_billing_owner_survives_a_restart_and_resolves_once_paid(stack: Stack) -> None:
     path, alert = _await_alert(
         stack, lambda p, a: _is(a, PAYMENT_FAILED, "firing", account_id=E2E_ACCOUNT_ID), ALERT_TIMEOUT,
         f"{PAYMENT_FAILED} for {E2E_ACCOUNT} at the webhook receiver")
-    assert path == "/page", "critical alerts go to the paging receiver"
+    assert path == "/billing-owner", "payment failures go to the account's billing owner"
     assert alert["labels"] == {
-        "alertname": PAYMENT_FAILED, "severity": "critical", "account": E2E_ACCOUNT,
-        "account_id": E2E_ACCOUNT_ID, "job": "cloudflare-ai-gateway", "instance": stack.exporter.address,
-    }
+        "alertname": PAYMENT_FAILED, "severity": "critical", "account": E2E_ACCOUNT, "account_id": E2E_ACCOUNT_ID,
+    }, "billing alerts are per account: no instance, job or pod that a restart or rollout would change"
     annotations = alert["annotations"]
     assert annotations["description"] == (
         f"Account {E2E_ACCOUNT} ({E2E_ACCOUNT_ID}) has 2 failed payment attempt(s) on unpaid AI Gateway "
-        "invoices. Outstanding: 42.00 usd. Fix the payment method and pay the open invoices in the Cloudflare "
-        "dashboard.")
+        "invoices. Outstanding: 42.00 usd. The account's billing owner must fix the payment method and pay the "
+        "open invoices in the Cloudflare dashboard.")
+    assert annotations["runbook_url"].startswith("https://")
     assert annotations["runbook_url"].endswith("/docs/runbook.md#cloudflareaigatewayinvoicepaymentfailed")
+    before = _prometheus_alert(stack, PAYMENT_FAILED, E2E_ACCOUNT_ID)
+    assert before is not None and before["state"] == "firing"
+
+    # Restart the exporter on the same address: its scrapes fail (Prometheus marks every series stale), the
+    # new process has no account data until its first poll.
+    old = stack.exporter
+    config = yaml.safe_load(old.config_path.read_text())
+    old.stop()
+    prom = stack.prometheus
+    wait_for(lambda: prom.query(f'up{{instance="{old.address}"}} == 0'), ALERT_TIMEOUT, interval=0.2,
+             what="Prometheus sees the stopped exporter down")
+    down_at = time.time()
+    workdir = stack.workdir / "exporter-restarted"
+    workdir.mkdir()
+    new = ExporterProcess(config, (), None, workdir, port=old.port)
+    stack.started.append(new)
+    new.wait_ready()
+    stack.exporter = new
+    wait_for(lambda: prom.query(
+        f'cloudflare_ai_gateway_account_failed_payment_attempts{{account_id="{E2E_ACCOUNT_ID}"}} > 0'),
+        ALERT_TIMEOUT, interval=0.2, what="the restarted exporter's data scraped")
+    time.sleep(5)  # five rule evaluations and Alertmanager group intervals after the new data arrived
+    resolved = [a for _, a in stack.receiver.alerts()
+                if _is(a, PAYMENT_FAILED, "resolved", account_id=E2E_ACCOUNT_ID)]
+    assert not resolved, (
+        f"the restart {time.time() - down_at:.0f}s ago reached the webhook as resolved:\n{_logs(stack)}")
+    after = _prometheus_alert(stack, PAYMENT_FAILED, E2E_ACCOUNT_ID)
+    assert after is not None and after["state"] == "firing" and after["activeAt"] == before["activeAt"], (
+        f"the alert was reset by the restart: {before} -> {after}")
 
     stack.api.pay_invoice(E2E_ACCOUNT_ID, E2E_INVOICE)
     path, _ = _await_alert(
         stack, lambda p, a: _is(a, PAYMENT_FAILED, "resolved", account_id=E2E_ACCOUNT_ID), ALERT_TIMEOUT,
         f"{PAYMENT_FAILED} for {E2E_ACCOUNT} resolved at the webhook receiver")
+    assert path == "/billing-owner"
+
+
+def test_credit_and_spending_limit_alerts_for_the_demo_accounts(stack: Stack) -> None:
+    """The demo's research account (auto top-up failing), bulk (85% of a daily limit) and staging (credits
+    draining without auto top-up) raise the new alerts on the shipped routes; hobby (no Unified Billing) none."""
+    if not billing_collectors_served():
+        pytest.skip("the exporter does not serve the billing collectors (cloudflare_ai_gateway_credit_balance) yet")
+    research, bulk, staging = DEMO_ACCOUNTS["research"], DEMO_ACCOUNTS["bulk"], DEMO_ACCOUNTS["staging"]
+    path, alert = _await_alert(
+        stack, lambda p, a: _is(a, "CloudflareAIGatewayAutoTopupFailing", "firing", account_id=research),
+        ALERT_TIMEOUT, "AutoTopupFailing for the demo's research account")
+    assert path == "/billing-owner" and alert["labels"]["severity"] == "critical"
+    path, alert = _await_alert(
+        stack, lambda p, a: _is(a, "CloudflareAIGatewaySpendingLimitNear", "firing", account_id=bulk),
+        ALERT_TIMEOUT, "SpendingLimitNear for the demo's bulk account")
+    assert path == "/ticket" and "85%" in alert["annotations"]["description"]
+    path, alert = _await_alert(
+        stack, lambda p, a: _is(a, "CloudflareAIGatewayCreditsRunningOut", "firing", account_id=staging),
+        ALERT_TIMEOUT, "CreditsRunningOut for the demo's staging account")
     assert path == "/page"
+    assert not [a for _, a in stack.receiver.alerts() if a["labels"].get("account") == "hobby"], (
+        "an account without Unified Billing raised an alert")
 
 
 def test_warnings_open_tickets_and_a_failed_payment_inhibits_unpaid(stack: Stack) -> None:
@@ -188,7 +258,19 @@ def interpolate(expr: str, values: dict[str, list[str]]) -> str:
     return re.sub(r"\$\{(\w+)\}|\$(\w+)", one, expr)
 
 
-ALL = {"job": [".*"], "instance": [".*"], "account": [".*"]}
+# "All": the instance and account variables use allValue .*; the job variable has none, so Grafana sends the
+# listed jobs (see _all()).
+ALL_BUT_JOB = {"instance": [".*"], "account": [".*"]}
+
+
+def _all(prom: Prometheus) -> dict[str, list[str]]:
+    return {**ALL_BUT_JOB, "job": prom.label_values("job", "cloudflare_ai_gateway_exporter_build_info")}
+
+
+def _must_return_data(target: dict[str, Any]) -> bool:
+    """Every panel must return data for the demo, except that panels of the billing collectors' metrics
+    (promstack.PENDING_METRICS) may be empty until the exporter serves them."""
+    return billing_collectors_served() or not referenced_metrics(target["expr"]) & PENDING_METRICS
 
 
 def _panels() -> list[dict[str, Any]]:
@@ -218,8 +300,9 @@ def test_dashboard_variables_list_the_demo(stack: Stack) -> None:
     _wait_for_data(stack)
     variables = {v["name"]: v for v in DASHBOARD["templating"]["list"]}
     found: dict[str, list[str]] = {}
+    values = _all(stack.prometheus)
     for name in ("job", "instance", "account"):
-        definition = interpolate(variables[name]["query"]["query"], ALL)
+        definition = interpolate(variables[name]["query"]["query"], values)
         match = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", definition)
         assert match, definition
         found[name] = stack.prometheus.label_values(match.group(2), match.group(1))
@@ -231,11 +314,26 @@ def test_dashboard_variables_list_the_demo(stack: Stack) -> None:
 def test_every_panel_query_returns_data_for_the_demo(stack: Stack) -> None:
     _wait_for_data(stack)
     prom = stack.prometheus
+    values = _all(prom)
+    assert UNRELATED_JOB not in values["job"]
     for where, target in _targets():
-        result = _run(prom, target, ALL)
-        assert result, f"{where}: no data with every variable on All: {interpolate(target['expr'], ALL)}"
+        result = _run(prom, target, values)
+        if _must_return_data(target):
+            assert result, f"{where}: no data with every variable on All: {interpolate(target['expr'], values)}"
         accounts = {s["metric"].get("account") for s in result} - {None}
         assert accounts <= {*DEMO_ACCOUNTS, E2E_ACCOUNT}, f"{where}: unexpected accounts {accounts}"
+        jobs = {s["metric"].get("job") for s in result} - {None}
+        assert UNRELATED_JOB not in jobs, f"{where}: shows the unrelated job {UNRELATED_JOB}"
+
+
+def test_never_polled_account_keeps_a_tile(stack: Stack) -> None:
+    """The demo's legacy account (revoked token: no poll ever succeeded) shows in the billing tiles as NaN,
+    which the panels map to "never polled successfully", instead of vanishing."""
+    _wait_for_data(stack)
+    prom = stack.prometheus
+    (panel,) = [p for p in _panels() if p["title"] == "Outstanding balance"]
+    result = _run(prom, panel["targets"][0], {**_all(prom), "account": ["legacy"]})
+    assert [s["value"][1] for s in result] == ["NaN"], result
 
 
 def test_every_panel_query_runs_with_one_or_several_values_selected(stack: Stack) -> None:
@@ -255,13 +353,16 @@ def test_every_panel_query_runs_with_one_or_several_values_selected(stack: Stack
             seen_per_panel.setdefault(where, set()).update(accounts)
     # Every account-level panel shows at least one demo account when the demo accounts are picked one by one.
     for where, target in _targets():
-        if re.search(r"by \([^)]*\baccount\b", target["expr"]):
+        if re.search(r"by \([^)]*\baccount\b", target["expr"]) and _must_return_data(target):
             assert seen_per_panel[where], f"{where}: no data for any demo account alone"
 
 
 def test_dashboard_annotation_query_shows_the_firing_alerts(stack: Stack) -> None:
     prom = stack.prometheus
     (annotation,) = [a for a in DASHBOARD["annotations"]["list"] if a.get("expr")]
-    expr = interpolate(annotation["expr"], ALL)
+    expr = interpolate(annotation["expr"], _all(prom))
     result = wait_for(lambda: prom.query(expr), ALERT_TIMEOUT, interval=0.5, what=f"data for {expr}")
     assert {s["metric"]["alertname"] for s in result} >= {PAYMENT_FAILED}
+    # Only the selected account's alerts.
+    only = interpolate(annotation["expr"], {**_all(prom), "account": ["legacy"]})
+    assert {s["metric"].get("account") for s in prom.query(only)} <= {"legacy"}

@@ -137,8 +137,10 @@ def test_service_monitor_fields() -> None:
     assert set(sm["spec"]) <= {"selector", "endpoints", "jobLabel", "namespaceSelector"}
     assert set(sm["spec"]["selector"]) == {"matchLabels"}
     for endpoint in sm["spec"]["endpoints"]:
-        assert set(endpoint) <= {"port", "path", "interval", "scrapeTimeout", "scheme"}
+        assert set(endpoint) <= {"port", "path", "interval", "scrapeTimeout", "scheme", "honorLabels"}
         assert endpoint["path"] == "/metrics"
+        # the exporter's `endpoint` label must not be renamed to exported_endpoint by the Operator's own
+        assert endpoint.get("honorLabels") is True
         for key in ("interval", "scrapeTimeout"):
             assert re.fullmatch(r"(\d+(ms|s|m|h))+", endpoint[key]), endpoint
 

@@ -6,6 +6,8 @@ thresholds table in docs/alerting.md, and metric names that the exporter really 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +20,38 @@ from tests.promstack import (
     PROMETHEUS_DIR,
     REPO,
     alert_rules,
-    exported_metric_names,
     find_program,
     load_yaml,
+    missing_metrics,
+    recording_rules,
     referenced_metrics,
     run_tool,
 )
 
+# Alert name -> its severities (ExporterDown: a warning first, critical later).
 CONTRACT_ALERTS = {
-    "CloudflareAIGatewayInvoicePaymentFailed": "critical",
-    "CloudflareAIGatewayInvoiceUnpaid": "warning",
-    "CloudflareAIGatewayBillingPollFailing": "warning",
-    "CloudflareAIGatewayBillingDataStale": "warning",
-    "CloudflareAIGatewayExporterDown": "critical",
+    "CloudflareAIGatewayInvoicePaymentFailed": {"critical"},
+    "CloudflareAIGatewayInvoiceUnpaid": {"warning"},
+    "CloudflareAIGatewayBillingPollFailing": {"warning"},
+    "CloudflareAIGatewayBillingDataStale": {"warning"},
+    "CloudflareAIGatewayExporterDown": {"warning", "critical"},
+    "CloudflareAIGatewayCreditsRunningOut": {"critical"},
+    "CloudflareAIGatewayAutoTopupFailing": {"critical"},
+    "CloudflareAIGatewaySpendingLimitNear": {"warning"},
+    "CloudflareAIGatewaySpendingLimitReached": {"critical"},
+}
+# Billing alerts: per account, and the endpoint whose polls feed them (for: must exceed two of its intervals).
+BILLING_ALERT_ENDPOINT = {
+    "CloudflareAIGatewayInvoicePaymentFailed": "invoice_history",
+    "CloudflareAIGatewayInvoiceUnpaid": "invoice_history",
+    "CloudflareAIGatewayCreditsRunningOut": "credit_balance",
+    "CloudflareAIGatewayAutoTopupFailing": "credit_balance",
+    "CloudflareAIGatewaySpendingLimitNear": "spending_limit",
+    "CloudflareAIGatewaySpendingLimitReached": "spending_limit",
 }
 JOB_RULE = "cloudflare_ai_gateway_exporter:up"
+RUNBOOK_RULE = "cloudflare_ai_gateway:runbook"
+RUNBOOK_URL = '{{ with query "cloudflare_ai_gateway:runbook" }}{{ . | first | label "base_url" }}{{ end }}#'
 PROMETHEUS_CONFIGS = ["prometheus.example.yml", "prometheus.compose.yml"]
 
 
@@ -68,22 +87,42 @@ def test_amtool_check_config() -> None:
     _ok(done)
 
 
+RESEARCH = {"account": "research", "account_id": "6c2f8e1a3b5d7f9e0a4c6e8b1d3f5a72"}
+
+
 @pytest.mark.parametrize(("labels", "receiver"), [
-    ({"alertname": "CloudflareAIGatewayInvoicePaymentFailed", "severity": "critical",
-      "account": "research", "account_id": "6c2f8e1a3b5d7f9e0a4c6e8b1d3f5a72"}, "billing-page"),
+    ({"alertname": "CloudflareAIGatewayInvoicePaymentFailed", "severity": "critical", **RESEARCH}, "billing-owner"),
+    ({"alertname": "CloudflareAIGatewayAutoTopupFailing", "severity": "critical", **RESEARCH}, "billing-owner"),
+    ({"alertname": "CloudflareAIGatewayInvoiceUnpaid", "severity": "warning", **RESEARCH}, "billing-owner"),
+    ({"alertname": "CloudflareAIGatewayCreditsRunningOut", "severity": "critical", **RESEARCH}, "billing-page"),
+    ({"alertname": "CloudflareAIGatewaySpendingLimitReached", "severity": "critical", **RESEARCH}, "billing-page"),
+    ({"alertname": "CloudflareAIGatewaySpendingLimitNear", "severity": "warning", **RESEARCH}, "billing-tickets"),
     ({"alertname": "CloudflareAIGatewayExporterDown", "severity": "critical"}, "billing-page"),
-    ({"alertname": "CloudflareAIGatewayInvoiceUnpaid", "severity": "warning", "account": "research"},
-     "billing-tickets"),
+    ({"alertname": "CloudflareAIGatewayExporterDown", "severity": "warning"}, "billing-tickets"),
     ({"alertname": "CloudflareAIGatewayBillingPollFailing", "severity": "warning"}, "billing-tickets"),
     ({"alertname": "CloudflareAIGatewayBillingDataStale", "severity": "warning"}, "billing-tickets"),
     ({"alertname": "SomethingElse", "severity": "critical"}, "default"),
 ])
-def test_alertmanager_routes_by_severity(labels: dict[str, str], receiver: str) -> None:
+def test_alertmanager_routes(labels: dict[str, str], receiver: str) -> None:
     config = PROMETHEUS_DIR / "alertmanager.example.yml"
     done = run_tool(find_program("amtool"), "config", "routes", "test", f"--config.file={config}",
                     *(f"{k}={v}" for k, v in labels.items()))
     _ok(done)
     assert done.stdout.strip() == receiver
+
+
+def test_payment_failures_reach_the_billing_owner_in_business_hours_only() -> None:
+    """amtool's route test ignores time; the route's active_time_intervals must name a defined interval of
+    weekdays and hours, and no paging route may take the payment alerts."""
+    config = load_yaml(PROMETHEUS_DIR / "alertmanager.example.yml")
+    intervals = {i["name"]: i["time_intervals"] for i in config["time_intervals"]}
+    (ours,) = config["route"]["routes"]
+    (owner,) = [r for r in ours["routes"] if r["receiver"] == "billing-owner"]
+    assert ours["routes"][0] is owner, "the billing-owner route must come before the severity routes"
+    (name,) = owner["active_time_intervals"]
+    (interval,) = intervals[name]
+    assert interval["weekdays"] == ["monday:friday"] and interval["times"], interval
+    assert "InvoicePaymentFailed" in owner["matchers"][0] and "AutoTopupFailing" in owner["matchers"][0]
 
 
 def test_docker_compose_config() -> None:
@@ -94,6 +133,10 @@ def test_docker_compose_config() -> None:
     assert set(resolved["services"]) >= {"exporter", "prometheus", "alertmanager", "grafana"}
     assert "--demo" in resolved["services"]["exporter"]["command"]
     for name, service in resolved["services"].items():
+        registry = service["image"].split("/", 1)[0]
+        assert "." in registry or registry == "localhost", (
+            f"service {name}: image {service['image']} is not fully qualified (podman cannot resolve short names)")
+    for name, service in resolved["services"].items():
         for volume in service.get("volumes", []):
             source = volume["source"] if isinstance(volume, dict) else volume.split(":")[0]
             if source.startswith("/"):
@@ -103,18 +146,60 @@ def test_docker_compose_config() -> None:
 # ---- the contract ---------------------------------------------------------------------------------------
 
 
-def test_the_five_contract_alerts_with_severity_and_annotations() -> None:
+def test_the_contract_alerts_with_severity_and_annotations() -> None:
     rules = alert_rules()
-    assert set(rules) == set(CONTRACT_ALERTS)
-    for name, rule in rules.items():
-        assert rule["labels"]["severity"] == CONTRACT_ALERTS[name], name
+    severities: dict[str, set[str]] = {}
+    for rule in rules:
+        name = rule["alert"]
+        severities.setdefault(name, set()).add(rule["labels"]["severity"])
         assert rule.get("for"), f"{name} has no for: duration"
         annotations = rule["annotations"]
         assert "{{" not in annotations["summary"], f"{name}: summary must be static"
         assert "{{" in annotations["description"], f"{name}: description must be templated"
-        assert re.search(r"\$labels\.account\b|\.Labels\.account\b", annotations["description"]), (
-            f"{name}: description must name the account")
+        if name != "CloudflareAIGatewayExporterDown":
+            assert re.search(r"\$labels\.account\b", annotations["description"]), f"{name}: must name the account"
         assert re.search(r"\$value|query", annotations["description"]), f"{name}: no amount or age"
+    assert severities == CONTRACT_ALERTS
+
+
+def test_billing_alerts_are_per_account_not_per_process() -> None:
+    """Every billing alert's expression aggregates to (account_id, account [, ...]) through the account:*
+    recording rules, which aggregate away instance, job and pod: a restart, a rollout or an HA pair never
+    changes the alert's identity (proven in alerts_test.yml: restart, rollout, HA pair)."""
+    records = {r["record"]: r["expr"] for r in recording_rules()}
+    for rule in alert_rules():
+        if rule["alert"] not in BILLING_ALERT_ENDPOINT:
+            continue
+        used = set(re.findall(r"\baccount:[a-z_]+:[a-z_0-9]+", rule["expr"]))
+        assert used, f"{rule['alert']} must read the account:* recording rules"
+        assert not referenced_metrics(rule["expr"]) - {"cloudflare_ai_gateway_endpoint_enrolled"}, rule["alert"]
+        for record in used:
+            assert re.search(r"\bby \(account_id, account\b", records[record]) or record in (
+                "account:cloudflare_ai_gateway_spending_limit_usage:ratio",
+                "account:cloudflare_ai_gateway_credits_time_to_zero:seconds",
+                "account:cloudflare_ai_gateway_auto_topup_working:bool"), record
+
+
+def _seconds(duration: str) -> int:
+    match = re.fullmatch(r"(\d+)([smh])", duration)
+    assert match, duration
+    return int(match.group(1)) * {"s": 1, "m": 60, "h": 3600}[match.group(2)]
+
+
+def _poll_intervals() -> dict[str, int]:
+    return {r["labels"]["endpoint"]: int(r["expr"].removeprefix("vector(").removesuffix(")"))
+            for r in recording_rules() if r["record"] == "cloudflare_ai_gateway:poll_interval:seconds"}
+
+
+def test_poll_intervals_match_the_exporter_defaults_and_billing_alerts_wait_two_polls() -> None:
+    """Two polls' worth of evidence before a billing alert fires: for: > 2 x the feeding endpoint's interval."""
+    intervals = _poll_intervals()
+    assert intervals == {"invoice_history": 300, "credit_balance": 60, "spending_limit": 300,
+                         "usage_history": 300, "invoice_preview": 900}
+    for rule in alert_rules():
+        endpoint = BILLING_ALERT_ENDPOINT.get(rule["alert"])
+        if endpoint:
+            assert _seconds(rule["for"]) > 2 * intervals[endpoint], f"{rule['alert']}: for {rule['for']}"
 
 
 def _anchor(heading: str) -> str:
@@ -122,23 +207,27 @@ def _anchor(heading: str) -> str:
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
-def test_every_alert_links_its_runbook_section() -> None:
+def test_every_alert_links_its_runbook_section_through_one_base_url() -> None:
     runbook = (DOCS_DIR / "runbook.md").read_text()
     anchors = {_anchor(h) for h in re.findall(r"^#+ (.+)$", runbook, re.MULTILINE)}
-    bases = set()
-    for name, rule in alert_rules().items():
+    (base,) = [r["labels"]["base_url"] for r in recording_rules() if r["record"] == RUNBOOK_RULE]
+    assert base.startswith("https://") and base.endswith("/docs/runbook.md"), base
+    assert ALERTS_FILE.read_text().count("https://") == 1, "the runbook base URL must be written once"
+    for rule in alert_rules():
+        name = rule["alert"]
         url = rule["annotations"]["runbook_url"]
-        base, _, anchor = url.partition("#")
-        bases.add(base)
-        assert base.endswith("/docs/runbook.md"), url
-        assert anchor == name.lower() and anchor in anchors, f"{name}: no section #{anchor} in docs/runbook.md"
+        assert url == RUNBOOK_URL + name.lower(), f"{name}: runbook_url {url!r}"
+        assert name.lower() in anchors, f"{name}: no section #{name.lower()} in docs/runbook.md"
         section = runbook.split(f"## {name}", 1)[1].split("\n## ", 1)[0]
         for part in ("What it means", "How to check", "How to fix"):
             assert part in section, f"runbook section {name} lacks '{part}'"
-    assert len(bases) == 1, f"runbook URLs point at different documents: {bases}"
 
 
-def test_alert_unit_tests_cover_firing_and_not_firing() -> None:
+SITUATIONS = ("restart", "rollout", "exporter down", "flapping", "HA pair", "paid resolves at once",
+              "not enrolled", "top-up", "auto top-up", "no spending limit")
+
+
+def test_alert_unit_tests_cover_firing_not_firing_and_the_situations() -> None:
     doc = load_yaml(PROMETHEUS_DIR / "alerts_test.yml")
     fired: set[str] = set()
     quiet: set[str] = set()
@@ -147,28 +236,33 @@ def test_alert_unit_tests_cover_firing_and_not_firing() -> None:
             (fired if check.get("exp_alerts") else quiet).add(check["alertname"])
     assert fired == set(CONTRACT_ALERTS), f"never shown firing: {set(CONTRACT_ALERTS) - fired}"
     assert quiet == set(CONTRACT_ALERTS), f"never shown quiet: {set(CONTRACT_ALERTS) - quiet}"
+    text = PROMETHEUS_DIR.joinpath("alerts_test.yml").read_text()
+    names = " | ".join(case["name"] for case in doc["tests"])
+    for situation in SITUATIONS:
+        assert situation.lower() in (names + text).lower(), f"no case for the situation {situation!r}"
+    for situation in ("restart", "rollout", "exporter down", "flapping", "HA pair", "paid resolves at once"):
+        assert situation.lower() in names.lower(), f"no test named for {situation!r}"
 
 
-def _thresholds_table() -> dict[str, dict[str, str]]:
+def _thresholds_table() -> list[dict[str, str]]:
     text = (DOCS_DIR / "alerting.md").read_text()
     section = text.split("## Thresholds", 1)[1].split("\n## ", 1)[0]
     rows = [line for line in section.splitlines() if line.startswith("| `CloudflareAIGateway")]
     header = next(line for line in section.splitlines() if line.startswith("| Alert"))
     columns = [c.strip() for c in header.strip("|").split("|")]
-    table = {}
+    table = []
     for line in rows:
         cells = [c.strip().strip("`") for c in line.strip("|").split("|")]
-        table[cells[0]] = dict(zip(columns, cells, strict=True))
+        table.append(dict(zip(columns, cells, strict=True)))
     return table
 
 
 def test_thresholds_are_documented_in_one_table_that_matches_the_rules() -> None:
     table = _thresholds_table()
     rules = alert_rules()
-    assert set(table) == set(rules)
-    for name, rule in rules.items():
-        row = table[name]
-        assert row["Severity"] == rule["labels"]["severity"], name
+    assert [(r["Alert"], r["Severity"]) for r in table] == [(r["alert"], r["labels"]["severity"]) for r in rules]
+    for row, rule in zip(table, rules, strict=True):
+        name = rule["alert"]
         assert row["for"] == rule["for"], f"{name}: docs say for {row['for']}, rule says {rule['for']}"
         condition = row["Condition in alerts.yml"]
         assert " ".join(condition.split()) in " ".join(rule["expr"].split()), (
@@ -181,14 +275,13 @@ def test_job_name_is_named_once_and_matches_the_example_configs() -> None:
     (job_rule,) = [r for g in doc["groups"] for r in g["rules"] if r.get("record") == JOB_RULE]
     job = re.fullmatch(r'up\{job="([^"]+)"\}', job_rule["expr"].strip())
     assert job, job_rule["expr"]
-    assert len(re.findall(r"\bup\{", text)) == 1, "only the recording rule may select `up` by job"
+    assert len(re.findall(r"\bup\{(?!\{)", text)) == 1, "only the recording rule may select `up` by job"
     for name in PROMETHEUS_CONFIGS:
         jobs = [c["job_name"] for c in load_yaml(PROMETHEUS_DIR / name)["scrape_configs"]]
         assert job.group(1) in jobs, f"{name} has no scrape job {job.group(1)!r}: {jobs}"
 
 
 def test_rules_only_use_metrics_the_exporter_exposes() -> None:
-    exposed = exported_metric_names()
     doc = load_yaml(ALERTS_FILE)
     used: set[str] = set()
     for group in doc["groups"]:
@@ -197,5 +290,18 @@ def test_rules_only_use_metrics_the_exporter_exposes() -> None:
             for annotation in rule.get("annotations", {}).values():
                 used |= referenced_metrics(annotation)
     assert "cloudflare_ai_gateway_account_failed_payment_attempts" in used
-    missing = used - exposed
+    missing = missing_metrics(used)
     assert not missing, f"alerts.yml uses metrics the exporter does not expose: {sorted(missing)}"
+
+
+def test_runbook_base_url_can_be_set_when_generating_the_prometheusrule(tmp_path: Path) -> None:
+    """scripts/gen-prometheusrule.py --runbook-base-url sets the one label every runbook_url is built from."""
+    out = tmp_path / "rule.yaml"
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "gen-prometheusrule.py"),
+                           "--runbook-base-url", "https://wiki.example.com/billing/runbook", "--output", str(out)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    _ok(done)
+    rule = yaml.safe_load(out.read_text())
+    labels = [r["labels"]["base_url"] for g in rule["spec"]["groups"] for r in g["rules"]
+              if r.get("record") == RUNBOOK_RULE]
+    assert labels == ["https://wiki.example.com/billing/runbook"]
