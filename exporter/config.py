@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import yaml
 
 DEFAULT_BASE_URL = "https://api.cloudflare.com/client/v4"
@@ -347,6 +348,10 @@ def _base_url(value: Any) -> str:
         raise _Invalid(f"{expected}, got {_show(text)}")
     if parts.query or parts.fragment:
         raise _Invalid(f"must not contain a query (?...) or fragment (#...), got {_show(text)}")
+    try:
+        httpx.URL(text).host  # noqa: B018 - what the client makes of it: a host that is not IDNA fails here
+    except (httpx.InvalidURL, ValueError):
+        raise _Invalid(f"{expected}, got {_show(text)}") from None
     return text
 
 

@@ -291,6 +291,13 @@ def test_base_url_with_credentials_is_refused_without_echo() -> None:
                      "they would appear in logs"]
 
 
+@pytest.mark.parametrize("url", ["http://xn--/", "http://[::1", "http://a:99999", "ftp://a", "http://a b/",
+                                 "http://a/\x7f", "http://a/?x=1", "http://a/#f"])
+def test_base_url_the_client_could_not_use_is_refused(url: str) -> None:
+    found = problems(base(base_url=url))
+    assert len(found) == 1 and found[0].startswith("cloudflare.base_url: "), found
+
+
 @pytest.mark.parametrize(("token", "reason"), [
     ("metrics", "shorter than 8 characters"),
     ("abc", "shorter than 8 characters"),
