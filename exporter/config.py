@@ -174,11 +174,20 @@ def _size(limit: int) -> str:
 def read_text_file(path: str | Path, limit: int, what: str) -> str:
     """The file's text, reading at most ``limit`` bytes: /dev/zero or a huge file fails fast, and so does text
     that is not UTF-8. Raises FileProblem with a message that starts with ``what`` (e.g. "config file")."""
+    chunks: list[bytes] = []
+    size = 0
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(limit + 1)
+        # Non-blocking: a named pipe without a writer reads as empty instead of hanging a reload forever.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            while size <= limit and (chunk := os.read(fd, min(limit + 1 - size, 1 << 16))):
+                chunks.append(chunk)
+                size += len(chunk)
+        finally:
+            os.close(fd)
     except OSError as err:
         raise FileProblem(f"cannot read {what}: {err.strerror or err}") from None
+    data = b"".join(chunks)
     if len(data) > limit:
         raise FileProblem(f"{what} is larger than {_size(limit)}, the limit for this file")
     try:

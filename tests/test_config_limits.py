@@ -63,6 +63,16 @@ def test_endless_secret_file_fails_fast_naming_the_file(device: str, key: str) -
     assert "larger than 64 KiB" in found[0] or "not UTF-8" in found[0], found
 
 
+def test_named_pipe_without_a_writer_does_not_hang(tmp_path: Path) -> None:
+    fifo = tmp_path / "token-pipe"
+    os.mkfifo(fifo)
+    started = time.monotonic()
+    found = problems({"cloudflare": {"api_token_file": str(fifo)}, "accounts": [ACC]})
+    assert time.monotonic() - started < 2
+    assert found == [f"cloudflare.api_token_file: secret file {str(fifo)!r} is empty"]
+    assert load_problems(fifo) == ["accounts: no accounts listed and discovery is disabled: nothing to poll"]
+
+
 def test_secret_file_over_the_limit_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "token"
     path.write_text("a1" * (MAX_SECRET_FILE_BYTES // 2) + "x")
