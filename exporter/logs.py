@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 import time
 from collections.abc import Iterable
+from types import TracebackType
 from typing import Any
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
@@ -109,4 +111,26 @@ def setup_logging(level: str, fmt: str) -> RedactSecrets:
     root.setLevel(LEVELS[level])
     for noisy in ("httpx", "httpcore"):  # they log every request URL at INFO
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    _route_uncaught_exceptions()
     return redact
+
+
+def _route_uncaught_exceptions() -> None:
+    """An exception nobody caught is a bug: its traceback goes through the logger (one line, the configured
+    format, secrets masked), not raw onto stderr."""
+    bugs = logging.getLogger("exporter.bug")
+
+    def in_thread(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit or args.exc_value is None:
+            return
+        bugs.error("uncaught exception in a thread", extra={"thread_name": getattr(args.thread, "name", "?")},
+                   exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
+
+    def in_main(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+        if issubclass(exc_type, KeyboardInterrupt):
+            sys.__excepthook__(exc_type, exc, tb)
+            return
+        bugs.error("uncaught exception", exc_info=(exc_type, exc, tb))
+
+    threading.excepthook = in_thread
+    sys.excepthook = in_main

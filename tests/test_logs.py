@@ -5,12 +5,15 @@ from __future__ import annotations
 import io
 import json
 import logging
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
 
 from exporter.config import ConfigError, parse_config
 from exporter.logs import MASK, JsonFormatter, LogfmtFormatter, RedactSecrets
+from tests.support import REPO
 
 TOKEN = "tok-SECRET-1234567890abcdef"
 KEY = "0123456789abcdef0123456789abcdef01234"  # a Global API Key: hex only
@@ -101,3 +104,24 @@ def test_json_lines_stay_valid_with_hostile_text(logged: tuple[logging.Logger, i
     line.encode("utf-8")  # a lone surrogate cannot break the output stream
     if line.startswith("{"):
         assert json.loads(line)["account"] == "x\udcff"
+
+
+def test_uncaught_exceptions_are_logged_on_one_masked_line() -> None:
+    code = f"""
+import threading
+from exporter.logs import setup_logging
+redact = setup_logging("info", "json")
+redact.update([{TOKEN!r}])
+thread = threading.Thread(target=lambda: 1 / 0 if False else (_ for _ in ()).throw(RuntimeError({TOKEN!r})))
+thread.start()
+thread.join()
+raise ValueError("main thread bug with " + {TOKEN!r})
+"""
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=30,
+                            check=False)
+    assert result.returncode == 1
+    records = [json.loads(line) for line in result.stderr.splitlines()]  # every line is a JSON record
+    assert [r["msg"] for r in records] == ["uncaught exception in a thread", "uncaught exception"], records
+    assert [r["error_type"] for r in records] == ["RuntimeError", "ValueError"]
+    assert all("Traceback (most recent call last)" in r["traceback"] for r in records)
+    assert TOKEN not in result.stderr and MASK in result.stderr
