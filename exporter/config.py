@@ -679,6 +679,7 @@ def _parse_accounts(load: _Loader, doc: Any, global_creds: Credentials | None,
     accounts: list[AccountConfig] = []
     seen_ids: dict[str, int] = {}
     seen_names: dict[str, int] = {}
+    without_credentials: list[str] = []
     for index, entry in enumerate(doc):
         path = f"accounts[{index}]"
         if isinstance(entry, str):
@@ -710,12 +711,14 @@ def _parse_accounts(load: _Loader, doc: Any, global_creds: Credentials | None,
         if creds is None and not broken:
             creds = global_creds
             if creds is None and not global_broken:
-                load.problems.append(
-                    f"{path}: no credentials: set cloudflare.api_token (or api_token_file, or api_email + "
-                    "api_key), the same per account, or CLOUDFLARE_API_TOKEN in the environment"
-                )
+                without_credentials.append(path)
         if account_id is not None and name is not None and creds is not None:
             accounts.append(AccountConfig(id=account_id, name=name, type=account_type, credentials=creds))
+    if without_credentials:  # one cause (no credentials anywhere), one message, however many accounts
+        load.problems.append(
+            f"{', '.join(without_credentials)}: no credentials: set cloudflare.api_token (or api_token_file, or "
+            "api_email + api_key), the same per account, or CLOUDFLARE_API_TOKEN in the environment"
+        )
     return tuple(accounts)
 
 

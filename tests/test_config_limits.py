@@ -350,6 +350,13 @@ def test_unset_environment_variable_for_the_token_is_one_problem() -> None:
     assert found == ["cloudflare.api_token: environment variable CLOUDFLARE_API_TOKEN is not set"]
 
 
+def test_missing_credentials_are_one_problem_however_many_accounts() -> None:
+    found = problems({"accounts": [ACC, {"id": ACC2, "name": "b"}, {"id": "3a5c7e9b1d2f4a6c8e0b2d4f6a8c0e1b",
+                                                                    "api_token": TOK}]})
+    assert found == ["accounts[0], accounts[1]: no credentials: set cloudflare.api_token (or api_token_file, or "
+                     "api_email + api_key), the same per account, or CLOUDFLARE_API_TOKEN in the environment"]
+
+
 def test_bad_type_is_reported_even_without_credentials() -> None:
     found = problems({"accounts": [{"id": ACC, "type": "everything"}]})
     assert sorted(found) == sorted([

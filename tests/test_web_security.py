@@ -645,6 +645,13 @@ CHECK_CASES: dict[str, str] = {
         "cloudflare:\n  api_token: {token}: oops\n  base_url: {base_url}\naccounts: [{{id: nothex}}]\n"),
     "YAML indentation error after the secret": (
         "cloudflare:\n  api_token: {token}\n    base_url: {base_url}\n"),
+    "token written as a list, a map and a number": (
+        "cloudflare:\n  api_token: [{token}]\naccounts:\n  - id: 023e105f4ecef8ad9ca31a8372d0c353\n"
+        "    api_token: {{t: {token}}}\n  - id: 1b7e4d2c9a0f4e6b8d3c5a7f9e1b2d40\n    api_key: 98765432109876\n"
+        "    api_email: [{key}]\n"),
+    "token with a Bearer prefix, whitespace or a non-ASCII character": (
+        "cloudflare:\n  api_token: Bearer {token}\naccounts:\n  - id: 023e105f4ecef8ad9ca31a8372d0c353\n"
+        "    api_token: \"{token} {key}\"\n  - id: 1b7e4d2c9a0f4e6b8d3c5a7f9e1b2d40\n    api_token: {token}\u00e9\n"),
     "token and key both set": (
         "cloudflare:\n  api_token: {token}\n  api_email: billing@example.com\n  api_key: {key}\n"
         "accounts: ['023e105f4ecef8ad9ca31a8372d0c353']\n"),
