@@ -471,7 +471,6 @@ class _Loader:
             self._charge(0)
             return [self.expand(v, (*path, i)) for i, v in enumerate(node)]
         if isinstance(node, str):
-            where = _path(path)
 
             def substitute(match: re.Match[str]) -> str:
                 name, default = match.group(1), match.group(2)
@@ -479,6 +478,7 @@ class _Loader:
                     return self.environ[name]
                 if default is not None:
                     return default
+                where = _path(path)
                 self.problems.append(f"{where}: environment variable {name} is not set")
                 self.spoiled_paths.add(where)
                 return ""
@@ -487,6 +487,7 @@ class _Loader:
             self._charge(len(text))
             if _SURROGATE_RE.search(text):
                 # From a YAML "\ud800" escape or an environment variable that is not UTF-8; never echoed.
+                where = _path(path)
                 self.problems.append(f"{where}: contains text that is not valid Unicode (a lone surrogate, "
                                      "from a \\u escape or an environment variable that is not UTF-8)")
                 self.spoiled_paths.add(where)
