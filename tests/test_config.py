@@ -13,6 +13,7 @@ from tests.support import REPO
 
 ACC = "023e105f4ecef8ad9ca31a8372d0c353"
 ACC2 = "1b7e4d2c9a0f4e6b8d3c5a7f9e1b2d40"
+TOK = "test-token-0123"
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -41,11 +42,11 @@ def test_example_config_is_valid_and_documents_every_key() -> None:
 def test_defaults_and_env_expansion() -> None:
     raw = {"cloudflare": {"api_token": "${TOKEN}", "timeout": "${TIMEOUT:-15s}"},
            "poll": {"interval": "1h30m"}, "accounts": [{"id": ACC.upper(), "name": "prod"}]}
-    config = parse_config(raw, "c", {"TOKEN": "abc123"})
+    config = parse_config(raw, "c", {"TOKEN": "abc123-token"})
     assert config.cloudflare.timeout == 15
     assert config.poll.interval == 5400
     assert config.accounts[0].id == ACC  # normalised to lowercase
-    assert config.accounts[0].credentials.headers() == {"Authorization": "Bearer abc123"}
+    assert config.accounts[0].credentials.headers() == {"Authorization": "Bearer abc123-token"}
     assert config.cloudflare.requests_per_second == 3
     assert config.metrics.amount_divisor == 100 and config.metrics.invoice_series == "unpaid"
 
@@ -69,43 +70,45 @@ def test_credentials_from_files_strip_trailing_newline(tmp_path: Path) -> None:
 def test_credentials_from_environment_when_the_file_sets_none() -> None:
     config = parse_config({"accounts": [ACC]}, "c", {"CLOUDFLARE_API_TOKEN": "env-token"})
     assert config.accounts[0].credentials.api_token == "env-token"
-    config = parse_config({"accounts": [ACC]}, "c", {"CLOUDFLARE_API_KEY": "k", "CLOUDFLARE_EMAIL": "e@x.io"})
-    assert config.accounts[0].credentials.headers()["X-Auth-Key"] == "k"
+    config = parse_config({"accounts": [ACC]}, "c",
+                          {"CLOUDFLARE_API_KEY": "key-0123456789", "CLOUDFLARE_EMAIL": "e@x.io"})
+    assert config.accounts[0].credentials.headers()["X-Auth-Key"] == "key-0123456789"
 
 
 @pytest.mark.parametrize(("raw", "expected"), [
-    ({"accounts": [ACC], "cloudflare": {"api_token": "t", "tokn": 1}}, "cloudflare.tokn: unknown key"),
-    ({"accounts": [ACC], "cloudflare": {"api_token": "t"}, "pol": {}}, "pol: unknown key"),
-    ({"accounts": ["abc"], "cloudflare": {"api_token": "t"}}, "accounts[0].id: 'abc' is not an account id"),
-    ({"accounts": [ACC, ACC], "cloudflare": {"api_token": "t"}}, "accounts[1].id: duplicate account"),
+    ({"accounts": [ACC], "cloudflare": {"api_token": TOK, "tokn": 1}}, "cloudflare.tokn: unknown key"),
+    ({"accounts": [ACC], "cloudflare": {"api_token": TOK}, "pol": {}}, "pol: unknown key"),
+    ({"accounts": ["abc"], "cloudflare": {"api_token": TOK}}, "accounts[0].id: 'abc' is not an account id"),
+    ({"accounts": [ACC, ACC], "cloudflare": {"api_token": TOK}}, "accounts[1].id: duplicate account"),
     ({"accounts": [ACC]}, "accounts[0]: no credentials"),
-    ({"accounts": [ACC], "cloudflare": {"api_token": "t", "timeout": "soon"}},
+    ({"accounts": [ACC], "cloudflare": {"api_token": TOK, "timeout": "soon"}},
      "cloudflare.timeout: expected a duration"),
-    ({"accounts": [ACC], "cloudflare": {"api_token": "t", "requests_per_second": 0}},
-     "cloudflare.requests_per_second: must be greater than 0"),
-    ({"accounts": [ACC], "cloudflare": {"api_token": "t", "max_retries": "many"}},
+    ({"accounts": [ACC], "cloudflare": {"api_token": TOK, "requests_per_second": 0}},
+     "cloudflare.requests_per_second: must be at least 0.01, got 0"),
+    ({"accounts": [ACC], "cloudflare": {"api_token": TOK, "max_retries": "many"}},
      "cloudflare.max_retries: expected an integer"),
-    ({"accounts": [{"id": ACC, "type": "monthly"}], "cloudflare": {"api_token": "t"}},
+    ({"accounts": [{"id": ACC, "type": "monthly"}], "cloudflare": {"api_token": TOK}},
      "accounts[0].type: must be one of auto, manual, all"),
-    ({"accounts": [ACC], "cloudflare": {"api_token": "t"}, "metrics": {"invoice_series": "some"}},
+    ({"accounts": [ACC], "cloudflare": {"api_token": TOK}, "metrics": {"invoice_series": "some"}},
      "metrics.invoice_series: must be one of unpaid, all, none"),
     ({"accounts": [ACC], "cloudflare": {"api_token": "${MISSING}"}}, "environment variable MISSING is not set"),
     ({"accounts": [ACC], "cloudflare": {"api_email": "a@b.c"}}, "api_key (or api_key_file) is missing"),
-    ({"accounts": [ACC], "cloudflare": {"api_token": "t", "api_key": "k", "api_email": "e"}}, "not both"),
-    ({"cloudflare": {"api_token": "t"}}, "nothing to poll"),
-    ({"accounts": [ACC], "cloudflare": {"api_token": "t"}, "discovery": {"include": ["("]}},
+    ({"accounts": [ACC], "cloudflare": {"api_token": TOK, "api_key": "key-0123456789", "api_email": "e@example.com"}},
+     "not both"),
+    ({"cloudflare": {"api_token": TOK}}, "nothing to poll"),
+    ({"accounts": [ACC], "cloudflare": {"api_token": TOK}, "discovery": {"include": ["("]}},
      "is not a valid regular expression"),
-    ({"accounts": [ACC], "cloudflare": {"api_token": "t"}, "sharding": {"shard": 2, "total_shards": 2}},
+    ({"accounts": [ACC], "cloudflare": {"api_token": TOK}, "sharding": {"shard": 2, "total_shards": 2}},
      "sharding.shard: must be below total_shards"),
-    ({"accounts": [{"id": 12345}], "cloudflare": {"api_token": "t"}}, "(quote it)"),
-    ({"accounts": {"id": ACC}, "cloudflare": {"api_token": "t"}}, "accounts: expected a list"),
+    ({"accounts": [{"id": 12345}], "cloudflare": {"api_token": TOK}}, "(quote it)"),
+    ({"accounts": {"id": ACC}, "cloudflare": {"api_token": TOK}}, "accounts: expected a list"),
 ])
 def test_bad_configs_name_the_key_and_the_problem(raw: object, expected: str) -> None:
     assert any(expected in p for p in problems(raw)), problems(raw)
 
 
 def test_every_problem_is_reported_at_once() -> None:
-    found = problems({"accounts": ["nope", ACC], "cloudflare": {"api_token": "t", "timeout": -1, "extra": 1}})
+    found = problems({"accounts": ["nope", ACC], "cloudflare": {"api_token": TOK, "timeout": -1, "extra": 1}})
     assert len(found) == 3
 
 
@@ -127,7 +130,7 @@ def run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
 
 
 def test_config_check_accepts_a_good_config(tmp_path: Path) -> None:
-    path = write(tmp_path, f"cloudflare:\n  api_token: abc\naccounts:\n  - id: {ACC}\n")
+    path = write(tmp_path, f"cloudflare:\n  api_token: abc-token-1\naccounts:\n  - id: {ACC}\n")
     result = run_cli("--config.file", str(path), "--config.check")
     assert result.returncode == 0, result.stderr
     assert "OK" in result.stdout
@@ -135,9 +138,10 @@ def test_config_check_accepts_a_good_config(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("text", "expected"), [
     ("accounts: [\n", "invalid YAML at line"),
-    (f"cloudflare:\n  api_token: abc\naccounts:\n  - id: {ACC}\n    nmae: x\n", "accounts[0].nmae: unknown key"),
+    (f"cloudflare:\n  api_token: abc-token-1\naccounts:\n  - id: {ACC}\n    nmae: x\n",
+     "accounts[0].nmae: unknown key"),
     (f"accounts:\n  - id: {ACC}\n", "no credentials"),
-    ("cloudflare:\n  api_token: abc\naccounts:\n  - id: 023e105f\n", "is not an account id"),
+    ("cloudflare:\n  api_token: abc-token-1\naccounts:\n  - id: 023e105f\n", "is not an account id"),
 ])
 def test_bad_config_exits_1_with_a_message_and_no_traceback(tmp_path: Path, text: str, expected: str) -> None:
     path = write(tmp_path, text)
@@ -155,7 +159,7 @@ def test_missing_config_file_is_named(tmp_path: Path) -> None:
 
 
 def test_bad_listen_address_exits_1(tmp_path: Path) -> None:
-    path = write(tmp_path, f"cloudflare:\n  api_token: abc\naccounts:\n  - id: {ACC}\n")
+    path = write(tmp_path, f"cloudflare:\n  api_token: abc-token-1\naccounts:\n  - id: {ACC}\n")
     result = run_cli("--config.file", str(path), "--web.listen-address", "nonsense")
     assert result.returncode == 1 and "--web.listen-address" in result.stderr and "Traceback" not in result.stderr
 
@@ -168,7 +172,7 @@ def test_version_flag() -> None:
 def test_port_in_use_exits_1_with_a_message(tmp_path: Path) -> None:
     import socket
 
-    path = write(tmp_path, f"cloudflare:\n  api_token: abc\naccounts:\n  - id: {ACC}\n")
+    path = write(tmp_path, f"cloudflare:\n  api_token: abc-token-1\naccounts:\n  - id: {ACC}\n")
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()

@@ -15,6 +15,8 @@ import json
 import os
 import re
 import shutil
+import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -343,6 +345,34 @@ def test_basic_auth(api: FakeCloudflareAPI, tmp_path: Path, users: dict[str, str
     assert "Traceback" not in output
 
 
+def test_hostile_authorization_headers_get_401_never_a_dropped_connection(
+        api: FakeCloudflareAPI, tmp_path: Path, users: dict[str, str], launch: Callable[..., ExporterProcess]) -> None:
+    web = write_web_config(tmp_path, {"basic_auth_users": users})
+    good = (USER, PASSWORD)
+    proc = launch(config_for(api), "--web.config.file", str(web), probe=ready_over_http(good))
+    hostile: list[bytes] = [
+        b"Basic " + base64.b64encode(f"{USER}:{'x' * 100}".encode()),  # over bcrypt's 72 bytes
+        b"Basic " + base64.b64encode(f"mallory:{'x' * 100}".encode()),
+        "Basic \u00e9\u00e9\u00e9\u00e9".encode("latin-1"),  # non-ASCII in the header
+        b"Basic \xff\xfe\xfd\xfc", b"Basic " + base64.b64encode(b"\xff:\xfe"), b"Basic YWxpY2U=", b"Basic ",
+        b"basic " + base64.b64encode(f"{USER}:wrong".encode()),
+    ]
+    for header in hostile:  # sent raw: an HTTP client library refuses to send some of these
+        with socket.create_connection(("127.0.0.1", proc.port), timeout=5) as conn:
+            conn.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: " + header
+                         + b"\r\nConnection: close\r\n\r\n")
+            answer = b""
+            while chunk := conn.recv(65536):
+                answer += chunk
+        assert answer.split(b"\r\n", 1)[0].endswith(b" 401 Unauthorized"), (header, answer[:300])
+        assert METRIC_PREFIX.encode() not in answer
+    # The scheme is case-insensitive (RFC 7617), and the server is still fine.
+    lower = b"basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode())
+    assert_has_metrics(proc.get("/metrics", headers={"Authorization": lower}))
+    assert proc.proc.poll() is None
+    assert "Traceback" not in proc.output(), proc.output()
+
+
 def test_unauthorized_post_with_body_leaves_the_connection_usable(api: FakeCloudflareAPI, tmp_path: Path,
                                                                   users: dict[str, str],
                                                                   launch: Callable[..., ExporterProcess]) -> None:
@@ -426,6 +456,10 @@ BAD_WEB_CONFIGS: dict[str, tuple[str, list[str]]] = {
     "key file is not a key": ("tls_server_config:\n  cert_file: {cert}\n  key_file: {cert}\n", ["key_file"]),
     "not YAML": ("tls_server_config: [unclosed\n", ["YAML"]),
     "web config file missing": ("", ["cannot read"]),
+    "certificate path is an endless device": ("tls_server_config:\n  cert_file: /dev/zero\n  key_file: {key}\n",
+                                             ["tls_server_config.cert_file", "/dev/zero", "larger than 1 MiB"]),
+    "hash with an absurd bcrypt cost": ("basic_auth_users:\n  alice: '$2b$31$" + "a" * 53 + "'\n",
+                                        ["basic_auth_users.alice", "bcrypt cost 31"]),
 }
 
 
@@ -459,6 +493,31 @@ def test_malformed_bcrypt_hash_is_refused_at_start(api: FakeCloudflareAPI, tmp_p
     assert status == 1, f"expected exit 1, got {status}:\n{output}"
     assert str(web) in output and "alice" in output, output
     assert "Traceback" not in output, output
+
+
+def test_web_config_that_is_not_utf8_is_refused_at_start_and_on_reload(
+        api: FakeCloudflareAPI, tmp_path: Path, users: dict[str, str],
+        launch: Callable[..., ExporterProcess]) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(config_for(api)))
+    web = tmp_path / "web-config.yml"
+    web.write_bytes(b"basic_auth_users:\n  al\xffice: x\n")
+    status, output = run_to_exit(["--config.file", str(config), "--web.listen-address",
+                                  f"127.0.0.1:{free_port()}", "--web.config.file", str(web)], tmp_path)
+    assert status == 1, f"expected exit 1, got {status}:\n{output}"
+    assert f"{web}: web config file is not UTF-8 text" in output and "Traceback" not in output, output
+
+    good = (USER, PASSWORD)
+    write_web_config(tmp_path, {"basic_auth_users": users}, name="web-config.yml")
+    proc = launch(config_for(api), "--web.config.file", str(web), probe=ready_over_http(good))
+    web.write_bytes(b"basic_auth_users:\n  al\xffice: x\n")
+    proc.signal(signal.SIGHUP)
+    wait_for(lambda: "config reload failed" in proc.output(), 10, what="reload failure logged")
+    assert proc.proc.poll() is None, proc.output()
+    assert "web config file is not UTF-8 text" in proc.output() and "Traceback" not in proc.output()
+    # The running web config (and its users) still holds.
+    assert_unauthorized(proc.get("/metrics"))
+    assert_has_metrics(proc.get("/metrics", auth=good))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -586,6 +645,13 @@ CHECK_CASES: dict[str, str] = {
         "cloudflare:\n  api_token: {token}: oops\n  base_url: {base_url}\naccounts: [{{id: nothex}}]\n"),
     "YAML indentation error after the secret": (
         "cloudflare:\n  api_token: {token}\n    base_url: {base_url}\n"),
+    "token written as a list, a map and a number": (
+        "cloudflare:\n  api_token: [{token}]\naccounts:\n  - id: 023e105f4ecef8ad9ca31a8372d0c353\n"
+        "    api_token: {{t: {token}}}\n  - id: 1b7e4d2c9a0f4e6b8d3c5a7f9e1b2d40\n    api_key: 98765432109876\n"
+        "    api_email: [{key}]\n"),
+    "token with a Bearer prefix, whitespace or a non-ASCII character": (
+        "cloudflare:\n  api_token: Bearer {token}\naccounts:\n  - id: 023e105f4ecef8ad9ca31a8372d0c353\n"
+        "    api_token: \"{token} {key}\"\n  - id: 1b7e4d2c9a0f4e6b8d3c5a7f9e1b2d40\n    api_token: {token}\u00e9\n"),
     "token and key both set": (
         "cloudflare:\n  api_token: {token}\n  api_email: billing@example.com\n  api_key: {key}\n"
         "accounts: ['023e105f4ecef8ad9ca31a8372d0c353']\n"),
