@@ -85,7 +85,8 @@ class ExporterApp:
     # --- routes ---
 
     def _metrics(self, headers: Message) -> Response:
-        rendered = self.renderer.render(headers.get("Accept"), headers.get("Accept-Encoding"))
+        rendered = self.renderer.render(headers.get("Accept"), headers.get("Accept-Encoding"),
+                                        headers.get("User-Agent"))
         extra = {"Vary": "Accept, Accept-Encoding"}
         if rendered.content_encoding:
             extra["Content-Encoding"] = rendered.content_encoding

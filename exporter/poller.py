@@ -156,8 +156,11 @@ class Poller:
                         self._spawn(self._scheduled_poll(account, collector))
                 await self._sleep_until_next(now)
         finally:
-            for task in self._tasks:
+            pending = list(self._tasks)
+            for task in pending:
                 task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=0.5)
             if self._client is not None:
                 await self._client.http.aclose()
 

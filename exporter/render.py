@@ -16,6 +16,7 @@ prometheus_client itself.
 from __future__ import annotations
 
 import platform
+import struct
 import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -173,8 +174,29 @@ def header(family: Family, openmetrics: bool) -> bytes:
     return generate_latest(_Static([metric]))
 
 
+GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # no name, no mtime, OS unknown (RFC 1952)
+EMPTY_FINAL_BLOCK = b"\x03\x00"  # a final fixed-Huffman deflate block holding only end-of-block
+
+
 def gzip_member(data: bytes) -> bytes:
-    return zlib.compress(data, GZIP_LEVEL, wbits=31)  # wbits 31: one complete gzip member
+    """A complete gzip member whose deflate data ends with a sync flush before an empty final block, so
+    ``member[10:-10]`` is a byte-aligned, self-contained deflate segment that can also be spliced into
+    one single-member stream (see ``_single_member``)."""
+    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -15)
+    segment = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    return GZIP_HEADER + segment + EMPTY_FINAL_BLOCK + struct.pack("<II", zlib.crc32(data), len(data) & 0xFFFFFFFF)
+
+
+def _single_member(members: list[bytes], plain: list[bytes]) -> tuple[bytes | memoryview, ...]:
+    """The members' deflate segments as one gzip member: for clients that read only the first member
+    (curl, httpx). Costs one CRC-32 over the plain bytes, no compression."""
+    crc = 0
+    size = 0
+    for data in plain:
+        crc = zlib.crc32(data, crc)
+        size += len(data)
+    trailer = EMPTY_FINAL_BLOCK + struct.pack("<II", crc, size & 0xFFFFFFFF)
+    return (GZIP_HEADER, *(memoryview(m)[10:-10] for m in members), trailer)
 
 
 @lru_cache(maxsize=2048)
@@ -202,7 +224,7 @@ class _Piece:
 class Rendered:
     """One scrape's answer: chunks written one after another (for gzip, each a gzip member)."""
 
-    chunks: tuple[bytes, ...]
+    chunks: tuple[bytes | memoryview, ...]
     content_type: str
     content_encoding: str | None
 
@@ -236,13 +258,18 @@ class Renderer:
         self._pieces: dict[tuple[str, str], _Piece] = {}
         self._counts: dict[str, _Piece] = {}
 
-    def render(self, accept: str | None = None, accept_encoding: str | None = None) -> Rendered:
+    def render(self, accept: str | None = None, accept_encoding: str | None = None,
+               user_agent: str | None = None) -> Rendered:
+        """The answer to a scrape. With gzip, Prometheus (whose Go reader reads every member of a gzip
+        stream) gets the kept members as they are; other clients, some of which stop after the first
+        member, get the same compressed segments spliced into one member."""
         openmetrics = wants_openmetrics(accept)
         use_gzip = wants_gzip(accept_encoding)
         snapshot, status = self._store.snapshot(), self._status()
         with self._lock:
             pieces, counts = self._refresh(snapshot, status)
-            chunks = self._assemble(pieces, counts, status, openmetrics, use_gzip)
+            chunks = self._assemble(pieces, counts, status, openmetrics, use_gzip,
+                                    single_member=not reads_gzip_members(user_agent))
         return Rendered(chunks, OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE,
                         "gzip" if use_gzip else None)
 
@@ -283,16 +310,23 @@ class Renderer:
         return list(pieces.values()), list(counts.values())
 
     def _assemble(self, pieces: list[_Piece], counts: list[_Piece], status: ExporterStatus, openmetrics: bool,
-                  use_gzip: bool) -> tuple[bytes, ...]:
-        out: list[bytes] = []
-        head = _gzip_header if use_gzip else header
+                  use_gzip: bool, single_member: bool) -> tuple[bytes | memoryview, ...]:
+        """Headers and kept pieces in family order, then the small per-scrape families."""
+        plain: list[bytes] = []
+        zipped: list[bytes] = []
 
         def family_part(family: Family, sources: list[_Piece]) -> None:
-            out.append(head(family, openmetrics))
+            if use_gzip:
+                zipped.append(_gzip_header(family, openmetrics))
+            if not use_gzip or single_member:
+                plain.append(header(family, openmetrics))
             for piece in sources:
-                data = (piece.gz() if use_gzip else piece.lines).get(family)
+                data = piece.lines.get(family)
                 if data:
-                    out.append(data)
+                    if use_gzip:
+                        zipped.append(piece.gz()[family])
+                    if not use_gzip or single_member:
+                        plain.append(data)
 
         for family in self._families:
             family_part(family, pieces)
@@ -307,8 +341,18 @@ class Renderer:
         if openmetrics:
             small.append(b"# EOF\n")
         rest = b"".join(small)
-        out.append(gzip_member(rest) if use_gzip else rest)
-        return tuple(out)
+        plain.append(rest)
+        if not use_gzip:
+            return tuple(plain)
+        zipped.append(gzip_member(rest))
+        return _single_member(zipped, plain) if single_member else tuple(zipped)
+
+
+MULTI_MEMBER_CLIENTS = ("Prometheus/",)  # Go's gzip reader reads concatenated members (multistream)
+
+
+def reads_gzip_members(user_agent: str | None) -> bool:
+    return (user_agent or "").startswith(MULTI_MEMBER_CLIENTS)
 
 
 def wants_openmetrics(accept: str | None) -> bool:

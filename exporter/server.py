@@ -60,7 +60,7 @@ def parse_listen_address(text: str) -> ListenAddress:
 @dataclass(frozen=True)
 class Response:
     status: int
-    body: bytes | tuple[bytes, ...]  # bytes, or chunks written one after another
+    body: bytes | tuple[bytes | memoryview, ...]  # bytes, or chunks written one after another
     content_type: str = "text/plain; charset=utf-8"
     headers: Mapping[str, str] = field(default_factory=dict)
 
@@ -123,7 +123,8 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("http request", extra={"client": self.client_address[0], "request": format % args})
 
-    def _send(self, status: int, body: bytes | tuple[bytes, ...], content_type: str = "text/plain; charset=utf-8",
+    def _send(self, status: int, body: bytes | tuple[bytes | memoryview, ...],
+              content_type: str = "text/plain; charset=utf-8",
               headers: dict[str, str] | None = None, head_only: bool = False) -> None:
         """Answer with ``body``: bytes, or chunks of bytes (the cached exposition) written one after another."""
         chunks = (body,) if isinstance(body, bytes) else body
@@ -136,7 +137,7 @@ class Handler(BaseHTTPRequestHandler):
         if not head_only:
             self._write(chunks)
 
-    def _write(self, chunks: tuple[bytes, ...]) -> None:
+    def _write(self, chunks: tuple[bytes | memoryview, ...]) -> None:
         """Write the chunks with as few system calls as the socket takes (``sendmsg`` gathers them)."""
         sock = self.connection
         if len(chunks) == 1 or isinstance(sock, ssl.SSLSocket) or not hasattr(sock, "sendmsg"):

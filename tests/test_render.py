@@ -203,9 +203,13 @@ def test_the_gzip_answer_is_many_members_read_whole_by_python_gzip_and_promtool(
                           Counter({"server_error": 1}))
     renderer = Renderer(store, lambda: ExporterStatus(Config()))
     plain = renderer.render().body
-    zipped = renderer.render(None, "gzip")
+    zipped = renderer.render(None, "gzip", "Prometheus/3.5.0")
     assert zipped.content_encoding == "gzip" and gzip_members(zipped.body) > 30
     assert gzip.decompress(zipped.body) == plain
+    # other clients (curl, httpx stop after the first member) get the same segments as one member
+    single = renderer.render(None, "gzip", "curl/8.0")
+    assert gzip_members(single.body) == 1 and zlib.decompress(single.body, 31) == plain
+    assert single.length < len(zipped.body)
     unzipped = subprocess.run(["gzip", "-d", "-c"], input=zipped.body, capture_output=True, check=True,
                               timeout=30).stdout
     assert unzipped == plain
