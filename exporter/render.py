@@ -19,7 +19,7 @@ import platform
 import struct
 import threading
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -257,6 +257,9 @@ class Renderer:
         self._families: tuple[Family, ...] = ()
         self._pieces: dict[tuple[str, str], _Piece] = {}
         self._counts: dict[str, _Piece] = {}
+        # the billing part of an answer, as lists of chunks, kept until a piece changes: (openmetrics,
+        # gzip, single member) -> (plain chunks, gzip members)
+        self._parts: dict[tuple[bool, bool, bool], _Part] = {}
 
     def render(self, accept: str | None = None, accept_encoding: str | None = None,
                user_agent: str | None = None) -> Rendered:
@@ -267,13 +270,13 @@ class Renderer:
         use_gzip = wants_gzip(accept_encoding)
         snapshot, status = self._store.snapshot(), self._status()
         with self._lock:
-            pieces, counts = self._refresh(snapshot, status)
-            chunks = self._assemble(pieces, counts, status, openmetrics, use_gzip,
+            counts = self._refresh(snapshot, status)
+            chunks = self._assemble(counts, status, openmetrics, use_gzip,
                                     single_member=not reads_gzip_members(user_agent))
         return Rendered(chunks, OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE,
                         "gzip" if use_gzip else None)
 
-    def _refresh(self, snapshot: Snapshot, status: ExporterStatus) -> tuple[list[_Piece], list[_Piece]]:
+    def _refresh(self, snapshot: Snapshot, status: ExporterStatus) -> list[_Piece]:
         """The pieces of this snapshot, in account order; only states not seen before are rendered."""
         if status.generation != self._generation:  # a reload: divisor, series, families may all differ
             self._generation = status.generation
@@ -281,8 +284,10 @@ class Renderer:
             self._collectors = {c.endpoint: c for c in collectors}
             self._settings = {c.endpoint: settings_for(status.config, c.endpoint) for c in collectors}
             self._families = (*(f for c in collectors for f in c.families), *POLL_FAMILIES)
-            self._pieces, self._counts = {}, {}
+            self._pieces, self._counts, self._parts = {}, {}, {}
         old, pieces = self._pieces, {}
+        replaced: list[tuple[tuple[str, str], _Piece]] = []
+        structural = False
         for account in snapshot.accounts.values():
             acc = (account.account_id, account.name)
             for endpoint, state in account.endpoints.items():
@@ -294,8 +299,16 @@ class Renderer:
                 if piece is None or piece.key[0] is not state or piece.key[1] != acc:
                     sink = Lines()
                     endpoint_samples(collector, acc, state, self._settings[endpoint], sink)
-                    piece = _Piece((state, acc), sink.encoded())
+                    new = _Piece((state, acc), sink.encoded())
+                    structural = structural or piece is None or new.lines.keys() != piece.lines.keys()
+                    replaced.append((key, new))
+                    piece = new
                 pieces[key] = piece
+        if structural or len(pieces) != len(old) or list(pieces) != list(old):
+            self._parts = {}
+        else:  # the same families in the same places: each kept answer gets the new chunks in place
+            for part in self._parts.values():
+                part.replace(replaced)
         self._pieces = pieces
         old_counts, counts = self._counts, {}
         for account_id in sorted(snapshot.counts):
@@ -307,31 +320,18 @@ class Renderer:
                 piece = _Piece(value, sink.encoded())
             counts[account_id] = piece
         self._counts = counts
-        return list(pieces.values()), list(counts.values())
+        return list(counts.values())
 
-    def _assemble(self, pieces: list[_Piece], counts: list[_Piece], status: ExporterStatus, openmetrics: bool,
+    def _assemble(self, counts: list[_Piece], status: ExporterStatus, openmetrics: bool,
                   use_gzip: bool, single_member: bool) -> tuple[bytes | memoryview, ...]:
         """Headers and kept pieces in family order, then the small per-scrape families."""
-        plain: list[bytes] = []
-        zipped: list[bytes] = []
-
-        def family_part(family: Family, sources: list[_Piece]) -> None:
-            if use_gzip:
-                zipped.append(_gzip_header(family, openmetrics))
-            if not use_gzip or single_member:
-                plain.append(header(family, openmetrics))
-            for piece in sources:
-                data = piece.lines.get(family)
-                if data:
-                    if use_gzip:
-                        zipped.append(piece.gz()[family])
-                    if not use_gzip or single_member:
-                        plain.append(data)
-
-        for family in self._families:
-            family_part(family, pieces)
-        for family in COUNTER_FAMILIES:
-            family_part(family, counts)
+        key = (openmetrics, use_gzip, single_member)
+        part = self._parts.get(key)
+        if part is None:
+            part = self._parts[key] = _Part(self._families, self._pieces, openmetrics, use_gzip, single_member)
+        counters = _Part(COUNTER_FAMILIES, dict(enumerate(counts)), openmetrics, use_gzip, single_member)
+        plain = [*part.plain, *counters.plain]
+        zipped = [*part.zipped, *counters.zipped]
         tail = Lines()
         exporter_samples(status, tail)
         lines = tail.encoded()
@@ -346,6 +346,40 @@ class Renderer:
             return tuple(plain)
         zipped.append(gzip_member(rest))
         return _single_member(zipped, plain) if single_member else tuple(zipped)
+
+
+class _Part:
+    """Family headers and pieces in exposition order, as plain chunks and/or gzip members, with where each
+    piece's chunks are, so a poll that leaves an account's families in place swaps its chunks in O(1)."""
+
+    def __init__(self, families: Sequence[Family], pieces: Mapping[Any, _Piece], openmetrics: bool,
+                 use_gzip: bool, single_member: bool) -> None:
+        self.use_plain = not use_gzip or single_member
+        self.use_gzip = use_gzip
+        self.plain: list[bytes] = []
+        self.zipped: list[bytes] = []
+        self.where: dict[Any, list[tuple[Family, int, int]]] = {}
+        for family in families:
+            if self.use_gzip:
+                self.zipped.append(_gzip_header(family, openmetrics))
+            if self.use_plain:
+                self.plain.append(header(family, openmetrics))
+            for key, piece in pieces.items():
+                data = piece.lines.get(family)
+                if data:
+                    self.where.setdefault(key, []).append((family, len(self.plain), len(self.zipped)))
+                    if self.use_gzip:
+                        self.zipped.append(piece.gz()[family])
+                    if self.use_plain:
+                        self.plain.append(data)
+
+    def replace(self, replaced: list[tuple[Any, _Piece]]) -> None:
+        for key, piece in replaced:
+            for family, at_plain, at_zipped in self.where.get(key, ()):
+                if self.use_gzip:
+                    self.zipped[at_zipped] = piece.gz()[family]
+                if self.use_plain:
+                    self.plain[at_plain] = piece.lines[family]
 
 
 MULTI_MEMBER_CLIENTS = ("Prometheus/",)  # Go's gzip reader reads concatenated members (multistream)

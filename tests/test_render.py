@@ -125,13 +125,17 @@ def test_exposition_is_what_prometheus_client_writes_byte_for_byte() -> None:
                                      sharding=ShardingConfig(rng.randint(0, 2), 3))
         status = ExporterStatus(config, round_, rng.random() < 0.8, 1.7e9)
         renderer = Renderer(store, lambda status=status: status)  # type: ignore[misc]
-        ref = reference(store.snapshot(), status)
-        text, om = generate_latest(ref), generate_openmetrics(ref)
-        for _ in range(2):  # the second answer comes from the kept pieces
-            assert renderer.render().body == text, f"round {round_}"
-            assert renderer.render(OPENMETRICS).body == om, f"round {round_}"
-            assert gzip.decompress(renderer.render(None, "gzip").body) == text
+        for step in range(3):  # fresh, from the kept pieces, after some accounts were polled again
+            ref = reference(store.snapshot(), status)
+            text, om = generate_latest(ref), generate_openmetrics(ref)
+            assert renderer.render().body == text, f"round {round_} step {step}"
+            assert renderer.render(OPENMETRICS).body == om, f"round {round_} step {step}"
+            assert gzip.decompress(renderer.render(None, "gzip", "Prometheus/3.0").body) == text
             assert gzip.decompress(renderer.render(OPENMETRICS, "gzip, deflate").body) == om
+            if step == 1:
+                for account_id in list(store.snapshot().accounts)[::2]:
+                    state = invoice_state([random_invoice(rng, k) for k in range(rng.randint(0, 5))])
+                    store.record_poll(account_id, "invoice_history", state, Counter({"200": 1}), Counter())
 
 
 def test_whole_cent_amounts_print_as_written() -> None:

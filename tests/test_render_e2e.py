@@ -41,9 +41,10 @@ def test_prometheus_scrapes_the_multi_member_gzip_answer(tmp_path: Path) -> None
     seen: list[tuple[str | None, str | None, Rendered]] = []
     render = app.renderer.render
 
-    def recording(accept: str | None = None, encoding: str | None = None, agent: str | None = None) -> Rendered:
-        answer = render(accept, encoding, agent)
-        seen.append((encoding, agent, answer))
+    def recording(accept: str | None = None, accept_encoding: str | None = None,
+                  user_agent: str | None = None) -> Rendered:
+        answer = render(accept, accept_encoding, user_agent)
+        seen.append((accept_encoding, user_agent, answer))
         return answer
 
     app.renderer.render = recording  # type: ignore[method-assign]
