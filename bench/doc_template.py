@@ -68,7 +68,7 @@ with py-spy, tracemalloc or the fake's request log, and fixed in the exporter:
   string and its bytes, separately for the text and the OpenMetrics variant
   ({cpu_b['text']:.0f} ms and {cpu_b['openmetrics']:.0f} ms of CPU). Now the same `BillingCollector` code feeds
   sinks that format each sample straight into exposition lines, byte for byte what prometheus_client writes
-  (`bench/check_renderer.py` compares both on random snapshots with awkward label values and numbers; the bench
+  (`tests/test_render.py` compares both on random snapshots with awkward label values and numbers; the bench
   runs it first), kept as ~100 kB chunks of bytes. Text and OpenMetrics share the gauge chunks (they differ only
   in the counters and `# EOF`), and the two gzip variants share one compressed stream up to that point. The
   server hands the chunks to one `sendmsg` (no joined copy). Invoices keep repeated strings and small numbers
@@ -279,7 +279,7 @@ python -m venv .venv && .venv/bin/pip install -e '.[bench]'
 .venv/bin/python bench/run.py                 # full run, about 6.5 minutes on 2 CPUs; prints the tables
 .venv/bin/python bench/run.py --quick         # smaller sizes, about 2 minutes
 .venv/bin/python bench/run.py --write-docs    # also rewrites this page and docs/performance-growth.png
-python bench/check_renderer.py                # the renderer against prometheus_client, alone
+.venv/bin/pytest tests/test_render.py        # the renderer against prometheus_client, alone
 ```
 
 Linux only (the bench reads `/proc`); nothing leaves loopback; every process the bench starts is bounded in time

@@ -354,9 +354,11 @@ def run(plan: Plan) -> dict[str, Any]:
     results: dict[str, Any] = {"plan": plan.name, "plan_details": dataclasses.asdict(plan), "machine": machine(),
                                "scrape": [], "upstream": [], "api": [], "memory": []}
     started = time.monotonic()
-    from bench.check_renderer import check
-
-    results["renderer_check_differences"] = check(100)
+    # The byte-for-byte check against prometheus_client is a test now (tests/test_render.py).
+    check = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                            "tests/test_render.py::test_exposition_is_what_prometheus_client_writes_byte_for_byte"],
+                           cwd=Path(__file__).resolve().parent.parent, capture_output=True, check=False)
+    results["renderer_check_differences"] = 0 if check.returncode == 0 else 1
     if results["machine"]["trio_installed"]:
         log("note: trio is installed here, so httpcore loads it into the exporter (about 4 MB more RSS); "
             "a virtual environment with only the exporter's dependencies gives the figures in docs/performance.md")

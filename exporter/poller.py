@@ -1,8 +1,10 @@
-"""The background poll loop: which accounts, when, how many at once; results go to the SnapshotStore.
+"""The background poll loop: which (account, endpoint) pairs, when, how many at once.
 
-Each account has a fixed phase in the interval (account i of n starts i/n of the way through), so a
-thousand accounts make a steady trickle of requests instead of a herd. The first poll of every account is
-immediate (paced only by the rate limiter) so that ``/-/ready`` comes soon after start.
+Each endpoint has its own interval; pair i of n of an endpoint starts i/n of the way through it, so a
+thousand accounts make a steady trickle of requests instead of a herd. The first poll of every pair is
+immediate (paced only by the rate limiter) so that ``/-/ready`` comes soon after start. One concurrency
+gate, one rate limiter and one HTTP client serve every pair; a reload resizes them in place, so polls in
+flight follow the new budget. Each poll ends in one store write.
 """
 
 from __future__ import annotations
@@ -13,41 +15,76 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any
 
 import httpx
 
 from exporter import __version__
-from exporter.client import ApiError, CloudflareClient
+from exporter.client import AccountApi, ApiError, CloudflareClient, PollCounts
+from exporter.collectors import build_collectors, interval_for
+from exporter.collectors.base import EndpointCollector
 from exporter.config import AccountConfig, Config
 from exporter.ratelimit import RateLimiter
-from exporter.sharding import owned_by
-from exporter.snapshot import AccountState, SnapshotStore
+from exporter.sharding import shard_of
+from exporter.snapshot import EndpointState, SnapshotStore
 
 log = logging.getLogger("exporter.poller")
+Key = tuple[str, str]  # (account_id, endpoint)
+
+
+class Gate:
+    """A semaphore whose size can change: a reload's poll.max_concurrency applies to waiting polls too."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active = 0
+        self._cond = asyncio.Condition()
+
+    async def __aenter__(self) -> None:
+        async with self._cond:
+            await self._cond.wait_for(lambda: self.active < self.limit)
+            self.active += 1
+
+    async def __aexit__(self, *_: object) -> None:
+        async with self._cond:
+            self.active -= 1
+            self._cond.notify_all()
+
+    async def resize(self, limit: int) -> None:
+        async with self._cond:
+            self.limit = limit
+            self._cond.notify_all()
 
 
 class Poller:
-    def __init__(self, config: Config, store: SnapshotStore, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(self, config: Config, store: SnapshotStore,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
         self._config = config
-        self._transport = transport  # the demo's in-process API; None: the network
         self._store = store
+        self._transport = transport  # the demo's in-process API; None: the network
         self._limiter = RateLimiter(config.cloudflare.requests_per_second)
+        self._collectors = build_collectors(config)
         self._discovered: list[AccountConfig] = []
         self._accounts: list[AccountConfig] = []
-        self._due: dict[str, float] = {}
-        self._phase: dict[str, float] = {}
-        self._running: set[str] = set()
+        self._due: dict[Key, float] = {}
+        self._phase: dict[Key, float] = {}
+        self._running: set[Key] = set()
         self._epoch = time.monotonic()
         self._next_discovery = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._main_task: asyncio.Task[None] | None = None
         self._thread: threading.Thread | None = None
         self._wake: asyncio.Event | None = None
-        self._http: httpx.AsyncClient | None = None
+        self._gate: Gate | None = None
         self._client: CloudflareClient | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.http_limits: httpx.Limits | None = None
         self._rebuild_accounts()
+
+    @property
+    def limiter(self) -> RateLimiter:
+        return self._limiter
 
     # --- lifecycle (called from other threads) ---
 
@@ -71,7 +108,7 @@ class Poller:
             loop.call_soon_threadsafe(self._reconfigure, config)
 
     def run_once(self) -> bool:
-        """Poll every account once, as fast as the rate limit allows; True if every poll succeeded."""
+        """Poll every pair once, as fast as the rate limit allows; True if every poll succeeded."""
         return asyncio.run(self._once())
 
     # --- the loop ---
@@ -87,48 +124,54 @@ class Poller:
         finally:
             loop.close()
 
-    def _open(self) -> None:
-        cf = self._config.cloudflare
-        self._http = httpx.AsyncClient(
+    def _new_http(self) -> httpx.AsyncClient:
+        self.http_limits = httpx.Limits(max_connections=self._config.poll.max_concurrency)
+        return httpx.AsyncClient(
             headers={"User-Agent": f"cloudflare-ai-gateway-exporter/{__version__}", "Accept": "application/json"},
-            limits=httpx.Limits(max_connections=self._config.poll.max_concurrency),
-            timeout=cf.timeout,
+            limits=self.http_limits, timeout=self._config.cloudflare.timeout,
             trust_env=self._transport is None,  # no proxy may take the demo's requests away from its transport
-            transport=self._transport,
-        )
-        self._client = CloudflareClient(cf, self._limiter, self._store, self._http)
+            transport=self._transport)
+
+    def _open(self) -> None:
+        self._gate = Gate(self._config.poll.max_concurrency)
+        self._client = CloudflareClient(self._config.cloudflare, self._limiter, self._new_http())
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _main(self) -> None:
         self._wake = asyncio.Event()
         self._open()
-        tasks: set[asyncio.Task[Any]] = set()
-        semaphore = asyncio.Semaphore(self._config.poll.max_concurrency)
-
-        def spawn(coro: Coroutine[Any, Any, Any]) -> None:
-            task = asyncio.get_running_loop().create_task(coro)
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-
         try:
             while True:
                 now = time.monotonic()
                 if self._config.discovery.enabled and now >= self._next_discovery:
                     self._next_discovery = now + self._config.poll.interval
-                    spawn(self._discover())
-                for account in self._accounts:
-                    if account.id not in self._running and self._due.get(account.id, 0.0) <= now:
-                        self._running.add(account.id)
-                        spawn(self._scheduled_poll(account, semaphore))
+                    self._spawn(self._discover())
+                for account, collector in self._pairs():
+                    key = (account.id, collector.endpoint)
+                    if key not in self._running and self._due.get(key, 0.0) <= now:
+                        self._running.add(key)
+                        self._spawn(self._scheduled_poll(account, collector))
                 await self._sleep_until_next(now)
         finally:
-            for task in tasks:
+            pending = list(self._tasks)
+            for task in pending:
                 task.cancel()
-            if self._http is not None:
-                await self._http.aclose()
+            if pending:
+                await asyncio.wait(pending, timeout=0.5)
+            if self._client is not None:
+                await self._client.http.aclose()
+
+    def _pairs(self) -> list[tuple[AccountConfig, EndpointCollector]]:
+        return [(a, c) for c in self._collectors for a in self._accounts]
 
     async def _sleep_until_next(self, now: float) -> None:
         assert self._wake is not None
-        waiting = [self._due.get(a.id, 0.0) for a in self._accounts if a.id not in self._running]
+        waiting = [self._due.get((a.id, c.endpoint), 0.0) for a, c in self._pairs()
+                   if (a.id, c.endpoint) not in self._running]
         if self._config.discovery.enabled:
             waiting.append(self._next_discovery)
         timeout = max(0.0, min(waiting) - now) if waiting else None
@@ -136,78 +179,72 @@ class Poller:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
 
-    async def _scheduled_poll(self, account: AccountConfig, semaphore: asyncio.Semaphore) -> None:
+    async def _scheduled_poll(self, account: AccountConfig, collector: EndpointCollector) -> None:
+        key = (account.id, collector.endpoint)
         try:
-            async with semaphore:
-                await self.poll_account(account)
+            await self.poll(account, collector)
         finally:
-            self._running.discard(account.id)
-            self._due[account.id] = self._next_slot(account.id, time.monotonic())
+            self._running.discard(key)
+            self._due[key] = self._next_slot(key, time.monotonic())
             if self._wake is not None:
                 self._wake.set()
 
-    def _next_slot(self, account_id: str, now: float) -> float:
-        interval = self._config.poll.interval
-        start = self._epoch + self._phase.get(account_id, 0.0)
+    def _next_slot(self, key: Key, now: float) -> float:
+        interval = interval_for(self._config, key[1])
+        start = self._epoch + self._phase.get(key, 0.0)
         cycles = math.floor((now - start) / interval) + 1
         return start + max(1, cycles) * interval
 
     async def _once(self) -> bool:
         self._open()
+        assert self._client is not None
         try:
             discovered = await self._discover() if self._config.discovery.enabled else True
-            semaphore = asyncio.Semaphore(self._config.poll.max_concurrency)
-
-            async def bounded(account: AccountConfig) -> bool:
-                async with semaphore:
-                    return await self.poll_account(account)
-
-            results = await asyncio.gather(*(bounded(a) for a in self._accounts))
+            results = await asyncio.gather(*(self.poll(a, c) for a, c in self._pairs()))
             return discovered and all(results)
         finally:
-            if self._http is not None:
-                await self._http.aclose()
+            await self._client.http.aclose()
 
-    # --- one account ---
+    # --- one poll of one (account, endpoint) ---
 
-    async def poll_account(self, account: AccountConfig) -> bool:
-        assert self._client is not None
-        started = time.monotonic()
-        try:
-            history = await self._client.invoice_history(account)
-        except ApiError as err:
+    async def poll(self, account: AccountConfig, collector: EndpointCollector) -> bool:
+        assert self._client is not None and self._gate is not None
+        async with self._gate:
+            counts = PollCounts()
+            started = time.monotonic()
+            fields: dict[str, Any] = {"account": account.name, "account_id": account.id,
+                                      "endpoint": collector.endpoint}
+            try:
+                fetched = await collector.fetch(AccountApi(self._client, account, counts))
+            except Exception as err:  # an ApiError, or a bug of ours: keep the loop and the last good data
+                duration = time.monotonic() - started
+                reason = err.reason if isinstance(err, ApiError) else "internal"
+                message = str(err) if isinstance(err, ApiError) else f"{type(err).__name__} (a bug: see the log)"
+                self._record(account.id, collector.endpoint,
+                             lambda s: s.after_failure(reason, message, time.time(), duration), counts)
+                fields.update(reason=reason, duration_seconds=round(duration, 3))
+                if isinstance(err, ApiError):
+                    log.warning("poll failed", extra={**fields, "error": message})
+                else:
+                    log.exception("poll crashed", extra=fields)
+                return False
             duration = time.monotonic() - started
-            reason = err.reason
-            self._update(account.id, lambda s: s.after_failure(reason, time.time(), duration))
-            log.warning("poll failed", extra={"account": account.name, "account_id": account.id,
-                                               "reason": err.reason, "error": str(err),
-                                               "duration_seconds": round(duration, 3)})
-            return False
-        except Exception:  # a bug of ours: keep the loop and the last good data alive, and say so loudly
-            duration = time.monotonic() - started
-            self._update(account.id, lambda s: s.after_failure("internal", time.time(), duration))
-            log.exception("poll crashed", extra={"account": account.name, "account_id": account.id,
-                                                  "reason": "internal"})
-            return False
-        duration = time.monotonic() - started
-        self._store.count_invalid_invoices(account.id, history.skipped)
-        self._update(account.id, lambda s: s.after_success(history.invoices, time.time(), duration))
-        fields: dict[str, Any] = {
-            "account": account.name, "account_id": account.id, "invoices": len(history.invoices),
-            "unpaid": sum(1 for i in history.invoices if i.unpaid), "pages": history.pages,
-            "duration_seconds": round(duration, 3),
-        }
-        if history.skipped:
-            log.warning("poll succeeded, malformed invoices skipped", extra={**fields, "skipped": history.skipped,
-                                                                              "reason": "invalid_response"})
-        else:
-            log.info("poll succeeded", extra=fields)
-        return True
+            self._record(account.id, collector.endpoint,
+                         lambda s: s.after_success(fetched.data, fetched.enrolled, time.time(), duration),
+                         counts, fetched.skipped)
+            fields.update(fetched.summary, enrolled=fetched.enrolled, duration_seconds=round(duration, 3))
+            if fetched.skipped:
+                log.warning("poll succeeded, malformed items skipped",
+                            extra={**fields, "skipped": fetched.skipped, "reason": "invalid_response"})
+            else:
+                log.info("poll succeeded", extra=fields)
+            return True
 
-    def _update(self, account_id: str, change: Callable[[AccountState], AccountState]) -> None:
-        state = self._store.get(account_id)
-        if state is not None:
-            self._store.put(change(state))
+    def _record(self, account_id: str, endpoint: str, change: Any, counts: PollCounts, skipped: int = 0) -> None:
+        account = self._store.get(account_id)
+        old = account.endpoints.get(endpoint) if account is not None else None
+        self._store.record_poll(account_id, endpoint, change(old or EndpointState()), counts.requests,
+                                counts.errors, skipped)
 
     # --- accounts: listed, discovered, sharded ---
 
@@ -217,11 +254,14 @@ class Poller:
         creds = self._config.cloudflare.credentials
         if creds is None:
             return False
+        counts = PollCounts()
         try:
-            found = await self._client.list_accounts(creds)
+            found = await self._client.list_accounts(creds, counts.record, counts.fail)
         except ApiError as err:
             log.warning("account discovery failed", extra={"reason": err.reason, "error": str(err)})
             return False
+        finally:
+            self._store.record_poll("", "discovery", None, counts.requests, counts.errors)
         discovery = self._config.discovery
         self._discovered = [AccountConfig(account_id, name, "all", creds)
                             for account_id, name in found if discovery.selects(account_id, name)]
@@ -232,39 +272,56 @@ class Poller:
     def _reconfigure(self, config: Config) -> None:
         old = self._config
         self._config = config
-        if config.cloudflare.requests_per_second != old.cloudflare.requests_per_second:
-            limiter = RateLimiter(config.cloudflare.requests_per_second)
-            limiter.pause_until(self._limiter.paused_until)
-            self._limiter = limiter
+        self._collectors = build_collectors(config)
+        self._limiter.set_rate(config.cloudflare.requests_per_second)  # the one budget, resized in place
         if not config.discovery.enabled:
             self._discovered = []
         self._next_discovery = 0.0
-        if self._http is not None:
-            self._client = CloudflareClient(config.cloudflare, self._limiter, self._store, self._http)
+        if self._client is not None:
+            http = self._client.http
+            if config.poll.max_concurrency != old.poll.max_concurrency or config.cloudflare != old.cloudflare:
+                http = self._new_http()
+                self._spawn(self._close_later(self._client.http, old.cloudflare.timeout + 1.0))
+            self._client.reconfigure(config.cloudflare, http)
+        if self._gate is not None:
+            self._spawn(self._gate.resize(config.poll.max_concurrency))
         self._rebuild_accounts()
         if self._wake is not None:
             self._wake.set()
+
+    @staticmethod
+    async def _close_later(http: httpx.AsyncClient, delay: float) -> None:
+        """Requests in flight on the old connections end within a timeout; then close them."""
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            await http.aclose()
 
     def _rebuild_accounts(self) -> None:
         sharding = self._config.sharding
         listed = {a.id: a for a in self._config.accounts}
         merged = list(listed.values()) + [a for a in self._discovered if a.id not in listed]
-        self._accounts = [a for a in merged if owned_by(a.id, sharding.shard, sharding.total_shards)]
-        self._store.set_accounts((a.id, a.name) for a in self._accounts)
+        self._accounts = [a for a in merged if shard_of(a.id, sharding.total_shards) == sharding.shard]
+        endpoints = [c.endpoint for c in self._collectors]
+        self._store.set_accounts(((a.id, a.name) for a in self._accounts), endpoints)
         count = max(1, len(self._accounts))
-        interval = self._config.poll.interval
-        floor = len(self._accounts) / self._config.cloudflare.requests_per_second
-        if floor > interval:
-            log.warning("poll.interval is shorter than one request per account at cloudflare.requests_per_second: "
-                        "polls will run late", extra={"accounts": len(self._accounts),
-                                                      "min_cycle_seconds": round(floor, 1),
-                                                      "interval_seconds": interval})
-        self._phase = {a.id: interval * i / count for i, a in enumerate(self._accounts)}
+        floor = len(self._accounts) * len(endpoints) / self._config.cloudflare.requests_per_second
+        shortest = min((interval_for(self._config, e) for e in endpoints), default=math.inf)
+        if floor > shortest:
+            log.warning("poll intervals are shorter than one request per account and endpoint at "
+                        "cloudflare.requests_per_second: polls will run late",
+                        extra={"accounts": len(self._accounts), "min_cycle_seconds": round(floor, 1),
+                               "interval_seconds": shortest})
+        self._phase = {(a.id, e): interval_for(self._config, e) * i / count
+                       for e in endpoints for i, a in enumerate(self._accounts)}
         now = time.monotonic()
         for account in self._accounts:
             state = self._store.get(account.id)
-            if state is None or not state.polled:
-                self._due.setdefault(account.id, 0.0)
-            else:
-                self._due[account.id] = min(self._due.get(account.id, now), self._next_slot(account.id, now))
-        self._due = {a.id: self._due[a.id] for a in self._accounts if a.id in self._due}
+            for endpoint in endpoints:
+                key = (account.id, endpoint)
+                endpoint_state = state.endpoints.get(endpoint) if state is not None else None
+                if endpoint_state is None or not endpoint_state.polled:
+                    self._due.setdefault(key, 0.0)
+                else:
+                    self._due[key] = min(self._due.get(key, now), self._next_slot(key, now))
+        self._due = {k: v for k, v in self._due.items() if k in self._phase}

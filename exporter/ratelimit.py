@@ -18,24 +18,33 @@ import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 GUARD = 0.05  # seconds added to each window, for the jitter between a grant and the request's arrival
 
 
 class RateLimiter:
-    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic, guard: float = GUARD) -> None:
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic, guard: float = GUARD,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self._guard = guard
+        self._clock = clock
+        self._sleep = sleep
+        self._granted: deque[float] = deque()
+        self.set_rate(rate)
+        self._next_slot = 0.0
+        self._paused_until = 0.0
+        self._lock = asyncio.Lock()
+
+    def set_rate(self, rate: float) -> None:
+        """A new budget (a config reload): requests waiting now, and every later one, follow it. There is
+        one limiter per process, so two budgets never run side by side."""
         if rate <= 0:
             raise ValueError("rate must be positive")
         self._interval = 1.0 / rate
         self._slack = self._interval / 4
         self._per_window = max(1, math.ceil(rate - 1e-9))
-        self._window = self._per_window / rate + guard
-        self._granted: deque[float] = deque(maxlen=self._per_window)
-        self._clock = clock
-        self._next_slot = 0.0
-        self._paused_until = 0.0
-        self._lock = asyncio.Lock()
+        self._window = self._per_window / rate + self._guard
+        self._granted = deque(self._granted, maxlen=self._per_window)
 
     @property
     def rate(self) -> float:
@@ -64,6 +73,6 @@ class RateLimiter:
                 wait = self._earliest() - now
                 if wait <= 0:
                     break
-                await asyncio.sleep(wait)  # re-checked: a 429 may have extended the pause meanwhile
+                await self._sleep(wait)  # re-checked: a 429 may have extended the pause meanwhile
             self._granted.append(now)
             self._next_slot = max(self._next_slot + self._interval, now + self._interval - self._slack)

@@ -1,0 +1,206 @@
+"""The pure API client in-process: httpx MockTransport for the API, a fake clock for every wait."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from exporter.client import AccountApi, ApiError, CloudflareClient, NotEnrolled, PollCounts
+from exporter.collectors.invoice_history import InvoiceData, InvoiceHistory
+from exporter.config import AccountConfig, CloudflareConfig, Credentials
+from exporter.ratelimit import RateLimiter
+from tests.fakeclock import FakeClock
+
+ACCOUNT = AccountConfig("0123456789abcdef0123456789abcdef", "prod", "all", Credentials(api_token="t0k3n"))
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+def ok(result: Any) -> httpx.Response:
+    return httpx.Response(200, json={"success": True, "errors": [], "result": result})
+
+
+def failure(status: int, *codes: int, **headers: str) -> httpx.Response:
+    return httpx.Response(status, headers=headers,
+                          json={"success": False, "errors": [{"code": c, "message": f"m{c}"} for c in codes]})
+
+
+def sequence(*responses: httpx.Response | Exception) -> tuple[Handler, list[httpx.Request]]:
+    seen: list[httpx.Request] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        answer = responses[min(len(seen), len(responses)) - 1]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    return handle, seen
+
+
+def run(handler: Handler, call: Callable[[AccountApi], Any], **config: Any) -> tuple[Any, PollCounts, FakeClock,
+                                                                                    RateLimiter]:
+    """Run ``call(api)``; return (its result or the exception it raised, the poll's counts, clock, limiter)."""
+    clock = FakeClock()
+    limiter = RateLimiter(100, clock=clock, sleep=clock.sleep)
+    counts = PollCounts()
+
+    async def go() -> Any:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+            client = CloudflareClient(CloudflareConfig(base_url="https://api.test/client/v4", **config), limiter,
+                                      http, sleep=clock.sleep, clock=clock)
+            try:
+                return await call(AccountApi(client, ACCOUNT, counts))
+            except (ApiError, NotEnrolled) as err:
+                return err
+
+    return asyncio.run(go()), counts, clock, limiter
+
+
+def get(api: AccountApi) -> Any:
+    return api.get("credit-balance", {})
+
+
+def test_server_errors_are_retried_and_every_attempt_recorded() -> None:
+    handler, seen = sequence(failure(500), httpx.Response(502, text="<html>bad gateway</html>"), ok({"x": 1}))
+    body, counts, _, _ = run(handler, get)
+    assert body["result"] == {"x": 1}
+    assert len(seen) == 3
+    assert counts.requests == {"500": 1, "502": 1, "200": 1}
+    assert counts.errors == {"server_error": 2}
+    assert seen[0].url.path == f"/client/v4/accounts/{ACCOUNT.id}/ai-gateway/billing/credit-balance"
+    assert seen[0].headers["Authorization"] == "Bearer t0k3n"
+
+
+def test_html_5xx_fails_after_the_retries_with_a_clear_reason() -> None:
+    handler, seen = sequence(httpx.Response(503, text="<html>down</html>", headers={"content-type": "text/html"}))
+    err, counts, clock, _ = run(handler, get, max_retries=2)
+    assert isinstance(err, ApiError) and err.reason == "server_error" and err.retryable and err.status == 503
+    assert "non-JSON body" in str(err)
+    assert len(seen) == 3 and counts.errors == {"server_error": 3}
+    assert len([s for s in clock.sleeps if s >= 0.5]) == 2  # a backoff before each retry
+
+
+def test_auth_errors_are_not_retried() -> None:
+    handler, seen = sequence(failure(403, 10000))
+    err, counts, _, _ = run(handler, get)
+    assert isinstance(err, ApiError) and err.reason == "auth" and not err.retryable and err.codes == (10000,)
+    assert len(seen) == 1 and counts.requests == {"403": 1} and counts.errors == {"auth": 1}
+    assert "t0k3n" not in str(err)
+
+
+def test_429_retry_after_is_honoured_by_the_shared_limiter() -> None:
+    handler, seen = sequence(failure(429, **{"Retry-After": "7"}), ok({}))
+    body, counts, clock, limiter = run(handler, get)
+    assert body["success"] is True and len(seen) == 2
+    assert counts.errors == {"rate_limited": 1} and counts.requests == {"429": 1, "200": 1}
+    assert max(clock.sleeps) >= 7
+    assert limiter.paused_until >= 1000.0 + 7
+
+
+def test_a_retry_after_beyond_a_minute_ends_the_poll() -> None:
+    handler, seen = sequence(failure(429, **{"Retry-After": "3600"}), ok({}))
+    err, _, _, limiter = run(handler, get)
+    assert isinstance(err, ApiError) and err.reason == "rate_limited" and err.retry_after == 3600
+    assert len(seen) == 1 and limiter.paused_until >= 1000.0 + 3600
+
+
+def test_ratelimit_header_at_zero_pauses_the_limiter() -> None:
+    handler, _ = sequence(httpx.Response(200, headers={"Ratelimit": '"default";r=0;t=30'},
+                                         json={"success": True, "result": {}}))
+    _, _, _, limiter = run(handler, get)
+    assert limiter.paused_until >= 1000.0 + 30
+
+
+def test_success_false_on_http_200_is_an_api_error_not_retried() -> None:
+    handler, seen = sequence(httpx.Response(200, json={"success": False, "errors": [{"code": 7003, "message": "x"}]}))
+    err, counts, _, _ = run(handler, get)
+    assert isinstance(err, ApiError) and err.reason == "api_error" and len(seen) == 1
+    assert counts.requests == {"200": 1} and counts.errors == {"api_error": 1}
+
+
+def test_timeouts_and_connection_errors_are_counted_as_code_error_and_retried() -> None:
+    handler, seen = sequence(httpx.ReadTimeout("slow"), httpx.ConnectError("refused"), ok({}))
+    body, counts, _, _ = run(handler, get)
+    assert body["success"] is True and len(seen) == 3
+    assert counts.requests == {"error": 2, "200": 1} and counts.errors == {"timeout": 1, "connection": 1}
+
+
+def test_not_a_json_object_is_invalid_response() -> None:
+    handler, _ = sequence(httpx.Response(200, text="[1, 2]"))
+    err, counts, _, _ = run(handler, get)
+    assert isinstance(err, ApiError) and err.reason == "invalid_response" and counts.errors == {"invalid_response": 1}
+
+
+@pytest.mark.parametrize("answer", [failure(404, 1404), failure(403, 7003),
+                                    httpx.Response(200, json={"success": False, "errors": [{"code": 1004}]})])
+def test_not_enrolled_answers_are_none_counted_as_requests_not_errors(answer: httpx.Response) -> None:
+    handler, seen = sequence(answer)
+    result, counts, _, _ = run(handler, lambda api: api.get("invoice-preview", {}, accept_not_enrolled=True))
+    assert result is None and len(seen) == 1
+    assert counts.requests == {str(answer.status_code): 1} and not counts.errors
+
+
+def test_a_revoked_token_is_never_not_enrolled() -> None:
+    handler, _ = sequence(failure(403, 1000))
+    err, counts, _, _ = run(handler, lambda api: api.get("invoice-preview", {}, accept_not_enrolled=True))
+    assert isinstance(err, ApiError) and err.reason == "auth" and counts.errors == {"auth": 1}
+
+
+def test_not_enrolled_unless_accepted_is_an_error() -> None:
+    handler, _ = sequence(failure(404))
+    err, _, _, _ = run(handler, get)
+    assert isinstance(err, ApiError) and err.reason == "api_error"
+
+
+def page(items: list[Any], page_no: int, has_more: bool) -> httpx.Response:
+    return ok({"invoices": items, "pagination": {"page": page_no, "has_more": has_more}})
+
+
+def invoice(n: int, **extra: Any) -> dict[str, Any]:
+    return {"id": f"in_{n}", "currency": "USD", "amount_due": 862296, "amount_paid": 0, "amount_remaining": 862296,
+            "status": "open", **extra}
+
+
+def test_invoice_history_follows_pages_and_skips_malformed_items() -> None:
+    handler, seen = sequence(page([invoice(1), invoice(2)], 1, True), page([invoice(3), {"id": "bad"}], 2, True),
+                             httpx.Response(200, content=b'{"success": true, "result": {"invoices": [{"id": "in_4", '
+                                            b'"currency": "usd", "amount_due": NaN, "amount_paid": 0, '
+                                            b'"amount_remaining": 0}], "pagination": {"page": 3, "has_more": false}}}'))
+    fetched, counts, _, _ = run(handler, InvoiceHistory().fetch, per_page=2)
+    assert [i.id for i in fetched.data.invoices] == ["in_1", "in_2", "in_3"]
+    assert fetched.skipped == 2 and fetched.summary["pages"] == 3
+    assert [r.url.params["page"] for r in seen] == ["1", "2", "3"]
+    assert {r.url.params["per_page"] for r in seen} == {"2"} and seen[0].url.params["type"] == "all"
+    assert isinstance(fetched.data, InvoiceData) and fetched.data.totals.remaining == {"usd": 3 * 862296.0}
+    assert counts.requests == {"200": 3} and not counts.errors
+
+
+@pytest.mark.parametrize(("pages", "message"), [
+    ([page([invoice(1)], 1, True), page([invoice(1)], 2, True)], "repeats an earlier page"),
+    ([page([invoice(1)], 1, True), page([invoice(2)], 1, False)], "got page 1"),
+    ([page([], 1, True)], "empty but has_more"),
+    ([page([invoice(n)], n, True) for n in range(1, 5)], "after 3 pages"),
+])
+def test_pagination_guards(pages: list[httpx.Response], message: str) -> None:
+    handler, _ = sequence(*pages)
+    err, counts, _, _ = run(handler, InvoiceHistory().fetch, max_pages=3)
+    assert isinstance(err, ApiError) and err.reason == "pagination" and message in str(err)
+    assert counts.errors == {"pagination": 1}
+
+
+def test_list_accounts_reports_its_requests() -> None:
+    handler, _ = sequence(httpx.Response(200, json={"success": True, "result": [{"id": "AB" * 16, "name": "x"}],
+                                                    "result_info": {"total_pages": 1}}))
+    counts = PollCounts()
+
+    async def go() -> list[tuple[str, str]]:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+            client = CloudflareClient(CloudflareConfig(), RateLimiter(100), http)
+            return await client.list_accounts(Credentials(api_token="t"), counts.record, counts.fail)
+
+    assert asyncio.run(go()) == [("ab" * 16, "x")]
+    assert counts.requests == {"200": 1}
