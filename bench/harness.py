@@ -193,7 +193,7 @@ class Exporter:
     def __init__(self, children: Children, workdir: Path, config: dict[str, Any], *args: str) -> None:
         self.children = children
         self.port = free_port()
-        config_path = workdir / f"exporter-{self.port}.yaml"
+        self.config_path = config_path = workdir / f"exporter-{self.port}.yaml"
         config_path.write_text(yaml.safe_dump(config))
         self.log_path = workdir / f"exporter-{self.port}.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDFLARE_")}
@@ -236,6 +236,18 @@ class Exporter:
     def get(self, path: str = "/metrics", headers: dict[str, str] | None = None) -> Response:
         self._check_alive()
         return http_get(self.port, path, headers)
+
+    def reload(self, config: dict[str, Any], timeout: float = 30.0) -> None:
+        """Rewrite the config file and SIGHUP; returns once the exporter logged the reload."""
+        done = self.log_path.read_bytes().count(b"config reloaded")
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: self.log_path.read_bytes().count(b"config reloaded") > done, timeout,
+                 "the exporter to reload its config", interval=0.05)
+
+    def reset_peak_memory(self) -> None:
+        """Start VmHWM afresh from the current RSS (Linux >= 4.0: ``5`` into /proc/PID/clear_refs)."""
+        Path(f"/proc/{self.pid}/clear_refs").write_text("5")
 
     def stop(self) -> None:
         self.children.stop(self.proc)

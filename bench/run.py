@@ -62,6 +62,11 @@ class Plan:
     api_cases: tuple[tuple[int, int, float], ...]  # (accounts, invoices per account, requests_per_second)
     memory_cases: tuple[tuple[int, int, int], ...]  # (accounts, invoices per account, unpaid per account)
     idle_seconds: float
+    churn_accounts: int = 1_000
+    churn_invoices: int = 20
+    churn_rates: tuple[float, ...] = (3.0, 8.0)  # requests_per_second while scrapes run; 3 is the default
+    churn_steady_seconds: float = 15.0
+    churn_saturated_seconds: float = 3.0
 
 
 FULL = Plan(
@@ -86,6 +91,7 @@ QUICK = Plan(
     api_cases=((200, 10, 50.0),),
     memory_cases=((1_000, 20, 20),),
     idle_seconds=5.0,
+    churn_rates=(3.0,), churn_steady_seconds=8.0, churn_saturated_seconds=2.0,
 )
 
 
@@ -156,6 +162,98 @@ def scrape_scenario(children: h.Children, wd: Path, accounts: int, per_account: 
         out[f"p50_ratio_c{c}"] = out[f"exporter_c{c}"]["p50_us"] / max(1, out[f"nginx_c{c}"]["p50_us"])
         out[f"p99_ratio_c{c}"] = out[f"exporter_c{c}"]["p99_us"] / max(1, out[f"nginx_c{c}"]["p99_us"])
     out["p50_ratio_gzip_c1"] = out["exporter_gzip_c1"]["p50_us"] / max(1, out["nginx_gzip_c1"]["p50_us"])
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------
+# 1 with polls running ("churn"): what production sees
+# --------------------------------------------------------------------------------------------------------
+
+PROMETHEUS_GZIP = {"Accept-Encoding": "gzip", "User-Agent": "Prometheus/2.42.0"}  # what Prometheus sends
+CHURN_VARIANTS = {"plain": ({}, "/metrics"), "gzip": (PROMETHEUS_GZIP, "/metrics.gz")}  # headers, nginx path
+CHURN_CONNECTIONS = 2  # an HA pair of Prometheus servers
+CHURN_PAUSE_MS = 1000  # each connection scrapes about once a second
+CHURN_INTERVAL = "10s"  # far shorter than a cycle at the budget: every pair is always due, polls never stop
+
+
+def churn_runs(port: int, plan: Plan, nginx: bool) -> dict[str, Any]:
+    """wrk at a steady rate (each connection about one scrape a second, like Prometheus) and saturating (one
+    connection, back to back), plain and gzip."""
+    out: dict[str, Any] = {}
+    for variant, (headers, nginx_path) in CHURN_VARIANTS.items():
+        path = nginx_path if nginx else "/metrics"
+        out[f"{variant}_steady"] = h.wrk(port, path, CHURN_CONNECTIONS, plan.churn_steady_seconds, headers,
+                                         pause_ms=CHURN_PAUSE_MS)
+        out[f"{variant}_saturated"] = h.wrk(port, path, 1, plan.churn_saturated_seconds, headers)
+    return out
+
+
+def churn_case(children: h.Children, wd: Path, plan: Plan) -> dict[str, Any]:
+    """1,000 accounts x 20 invoices, ``invoice_series: all``. The exporter polls everything once at a large
+    budget (to be ready soon), and is measured idle (``poll.interval: 1h``, nothing changes); then, for each
+    rate, a SIGHUP reload sets ``requests_per_second`` to that rate and ``poll.interval`` to 10 s, so polls run
+    back to back at the budget for the whole measurement while wrk scrapes. After the exporter's runs, nginx
+    serves the bytes of its last scrape (plain, and the gzip answer Prometheus got) and gets the same runs."""
+    accounts, per_account = plan.churn_accounts, plan.churn_invoices
+    fake = h.Fake(children, wd, accounts, per_account, max_seconds=1800.0)
+    out: dict[str, Any] = {"accounts": accounts, "invoices": accounts * per_account, "invoice_series": "all",
+                           "connections": CHURN_CONNECTIONS, "pause_ms": CHURN_PAUSE_MS, "interval": CHURN_INTERVAL,
+                           "phases": []}
+    windows: list[tuple[float, float]] = []
+    try:
+        def config(rps: float, interval: str) -> dict[str, Any]:
+            return h.exporter_config(fake.base_url, accounts, rps=rps, per_page=PER_PAGE, interval=interval,
+                                     invoice_series="all")
+
+        exporter = h.Exporter(children, wd, config(SCRAPE_RPS, "1h"))
+        try:
+            exporter.wait_listening()
+            out["ready_seconds"] = exporter.wait_ready()
+            for phase_rps in (None, *plan.churn_rates):
+                name = "idle" if phase_rps is None else f"{phase_rps:g}/s"
+                log(f"churn: {accounts} accounts x {per_account} invoices, polls {name}")
+                if phase_rps is not None:
+                    exporter.reload(config(phase_rps, CHURN_INTERVAL))
+                    time.sleep(2.0)  # the first pairs come due
+                for headers, _ in CHURN_VARIANTS.values():  # the full render after start or reload, not measured
+                    exporter.get(headers=headers)
+                if phase_rps is None:
+                    out["rss_peak_start_kib"] = exporter.memory()["VmHWM"]
+                exporter.reset_peak_memory()
+                started, cpu0 = time.monotonic(), exporter.cpu()
+                phase: dict[str, Any] = {"name": name, "requests_per_second": phase_rps,
+                                         "exporter": churn_runs(exporter.port, plan, nginx=False)}
+                phase["exporter_cpu_seconds"] = exporter.cpu() - cpu0
+                phase["exporter_seconds"] = time.monotonic() - started
+                phase["rss_peak_kib"] = exporter.memory()["VmHWM"]
+                plain = exporter.get()
+                zipped = exporter.get(headers=PROMETHEUS_GZIP)
+                assert zipped.headers.get("content-encoding") == "gzip"
+                assert gzip.decompress(zipped.body) == plain.body or phase_rps is not None  # a poll may fall between
+                phase["bytes"], phase["gzip_bytes"] = len(plain.body), len(zipped.body)
+                nginx = h.Nginx(children, plain.body, zipped.body)
+                try:
+                    phase["nginx"] = churn_runs(nginx.port, plan, nginx=True)
+                finally:
+                    nginx.stop()
+                windows.append((started, time.monotonic()))
+                for run_name, e in phase["exporter"].items():
+                    phase[f"p50_ratio_{run_name}"] = e["p50_us"] / max(1, phase["nginx"][run_name]["p50_us"])
+                out["phases"].append(phase)
+        finally:
+            exporter.stop()
+    finally:
+        records = fake.stop()
+    times = sorted(r["time"] for r in history_requests(records))
+    for phase, (t0, t1) in zip(out["phases"], windows, strict=True):
+        polled = [t for t in times if t0 <= t <= t1]
+        phase["api_requests"] = len(polled)
+        phase["api_requests_per_second"] = len(polled) / (t1 - t0)
+    log("churn: first scrape after one account's poll, in-process")
+    done = subprocess.run([sys.executable, "-m", "bench.firstscrape", "--accounts", str(accounts),
+                           "--invoices-per-account", str(per_account)], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, check=True)
+    out["first_scrape"] = json.loads(done.stdout)
     return out
 
 
@@ -350,9 +448,12 @@ def machine() -> dict[str, Any]:
     }
 
 
-def run(plan: Plan) -> dict[str, Any]:
+PARTS = ("churn", "scrape", "upstream", "api", "memory")
+
+
+def run(plan: Plan, parts: tuple[str, ...] = PARTS) -> dict[str, Any]:
     results: dict[str, Any] = {"plan": plan.name, "plan_details": dataclasses.asdict(plan), "machine": machine(),
-                               "scrape": [], "upstream": [], "api": [], "memory": []}
+                               "scrape": [], "upstream": [], "api": [], "memory": [], "churn": None}
     started = time.monotonic()
     # The byte-for-byte check against prometheus_client is a test now (tests/test_render.py).
     check = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
@@ -365,21 +466,26 @@ def run(plan: Plan) -> dict[str, Any]:
     children = h.Children()
     try:
         with h.workdir() as wd:
-            for accounts, per_account in plan.grid:
+            if "churn" in parts:
+                results["churn"] = churn_case(children, wd, plan)
+            for accounts, per_account in (plan.grid if "scrape" in parts else ()):
                 log(f"scrape: {accounts} accounts x {per_account} invoices")
                 results["scrape"].append(scrape_scenario(children, wd, accounts, per_account, plan))
-            log(f"upstream: fakes answering in 0 s, in {plan.upstream_latency:g} s and in 0 s (control)")
-            results["upstream"] = upstream_cases(children, wd, plan)
-            for accounts, per_account, rps in plan.api_cases:
+            if "upstream" in parts:
+                log(f"upstream: fakes answering in 0 s, in {plan.upstream_latency:g} s and in 0 s (control)")
+                results["upstream"] = upstream_cases(children, wd, plan)
+            for accounts, per_account, rps in (plan.api_cases if "api" in parts else ()):
                 log(f"api: {accounts} accounts x {pages(per_account)} pages at {rps:g} requests/s (--once)")
                 results["api"].append(api_case(children, wd, accounts, per_account, rps))
-            for accounts, per_account, unpaid in plan.memory_cases:
+            for accounts, per_account, unpaid in (plan.memory_cases if "memory" in parts else ()):
                 log(f"memory: {accounts} accounts x {per_account} invoices, {unpaid} unpaid each")
                 results["memory"].append(memory_case(children, wd, accounts, per_account, unpaid, plan.idle_seconds))
     finally:
         children.stop_all()
     results["runtime_seconds"] = time.monotonic() - started
-    results["goals"] = report.goals(results)
+    results["parts"] = list(parts)
+    if parts == PARTS:
+        results["goals"] = report.goals(results)
     return results
 
 
@@ -391,6 +497,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", type=Path, default=RESULTS / "latest.json", help="where to write the JSON results")
     p.add_argument("--from-json", type=Path, help="do not measure: report (and --write-docs) from this results file")
     p.add_argument("--strict", action="store_true", help="exit 1 when a goal is missed")
+    p.add_argument("--only", choices=PARTS, action="append",
+                   help="measure only this part (repeatable); prints the JSON, no report, no docs")
     args = p.parse_args(argv)
     for binary in ("wrk", "nginx"):
         if args.from_json is None and shutil.which(binary) is None and not Path(f"/usr/sbin/{binary}").exists():
@@ -400,10 +508,13 @@ def main(argv: list[str] | None = None) -> int:
         results = json.loads(args.from_json.read_text())
         results["goals"] = report.goals(results)
     else:
-        results = run(QUICK if args.quick else FULL)
+        results = run(QUICK if args.quick else FULL, tuple(args.only) if args.only else PARTS)
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(results, indent=1))
         log(f"results: {args.output} ({results['runtime_seconds']:.0f}s)")
+        if args.only:
+            print(json.dumps(results, indent=1))
+            return 0
     print(report.markdown(results))
     if args.write_docs:
         report.write_docs(results, REPO / "docs")
