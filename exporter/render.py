@@ -19,6 +19,7 @@ import platform
 import struct
 import threading
 import zlib
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -182,7 +183,10 @@ def gzip_member(data: bytes) -> bytes:
     """A complete gzip member whose deflate data ends with a sync flush before an empty final block, so
     ``member[10:-10]`` is a byte-aligned, self-contained deflate segment that can also be spliced into
     one single-member stream (see ``_single_member``)."""
-    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -15)
+    # A window no larger than the data and a small hash (memLevel 5): most pieces are one line of ~150 bytes,
+    # and zlib's default state (about 270 kB per compressor, allocated and freed for each of 17,000 pieces)
+    # only fragments the heap. The output is the same size at these lengths; any inflater reads it.
+    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -max(9, min(15, len(data).bit_length())), 5)
     segment = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
     return GZIP_HEADER + segment + EMPTY_FINAL_BLOCK + struct.pack("<II", zlib.crc32(data), len(data) & 0xFFFFFFFF)
 
@@ -257,9 +261,12 @@ class Renderer:
         self._families: tuple[Family, ...] = ()
         self._pieces: dict[tuple[str, str], _Piece] = {}
         self._counts: dict[str, _Piece] = {}
+        self._snapshot: Snapshot | None = None  # the snapshot the pieces are of
+        self._accounts: Mapping[str, Any] = {}  # account_id -> the AccountState its pieces were checked against
         # the billing part of an answer, as lists of chunks, kept until a piece changes: (openmetrics,
         # gzip, single member) -> (plain chunks, gzip members)
         self._parts: dict[tuple[bool, bool, bool], _Part] = {}
+        self._count_parts: dict[tuple[bool, bool, bool], _Part] = {}  # the same for the API counters
 
     def render(self, accept: str | None = None, accept_encoding: str | None = None,
                user_agent: str | None = None) -> Rendered:
@@ -270,25 +277,36 @@ class Renderer:
         use_gzip = wants_gzip(accept_encoding)
         snapshot, status = self._store.snapshot(), self._status()
         with self._lock:
-            counts = self._refresh(snapshot, status)
-            chunks = self._assemble(counts, status, openmetrics, use_gzip,
-                                    single_member=not reads_gzip_members(user_agent))
+            self._refresh(snapshot, status)
+            chunks = self._assemble(status, openmetrics, use_gzip, single_member=not reads_gzip_members(user_agent))
         return Rendered(chunks, OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE,
                         "gzip" if use_gzip else None)
 
-    def _refresh(self, snapshot: Snapshot, status: ExporterStatus) -> list[_Piece]:
-        """The pieces of this snapshot, in account order; only states not seen before are rendered."""
+    def _refresh(self, snapshot: Snapshot, status: ExporterStatus) -> None:
+        """The pieces of this snapshot, in account order; only states not seen before are rendered, and
+        the kept answers get the new pieces in place."""
         if status.generation != self._generation:  # a reload: divisor, series, families may all differ
             self._generation = status.generation
             collectors = build_collectors(status.config)
             self._collectors = {c.endpoint: c for c in collectors}
             self._settings = {c.endpoint: settings_for(status.config, c.endpoint) for c in collectors}
             self._families = (*(f for c in collectors for f in c.families), *POLL_FAMILIES)
-            self._pieces, self._counts, self._parts = {}, {}, {}
-        old, pieces = self._pieces, {}
+            self._pieces, self._counts, self._parts, self._count_parts = {}, {}, {}, {}
+            self._accounts, self._snapshot = {}, None
+        if snapshot is self._snapshot:
+            return
+        self._snapshot = snapshot
+        old, seen, accounts = self._pieces, self._accounts, snapshot.accounts
+        # The same accounts with the same endpoints as at the last scrape: only the accounts polled since are
+        # looked at (an AccountState is replaced whole by a poll), not all of them.
+        same = list(accounts) == list(seen)
+        todo = [a for k, a in accounts.items() if seen[k] is not a] if same else list(accounts.values())
+        if same and any(a.endpoints.keys() != seen[a.account_id].endpoints.keys() for a in todo):
+            same, todo = False, list(accounts.values())
+        pieces = dict(old) if same else {}
         replaced: list[tuple[tuple[str, str], _Piece]] = []
         structural = False
-        for account in snapshot.accounts.values():
+        for account in todo:
             acc = (account.account_id, account.name)
             for endpoint, state in account.endpoints.items():
                 collector = self._collectors.get(endpoint)
@@ -304,32 +322,45 @@ class Renderer:
                     replaced.append((key, new))
                     piece = new
                 pieces[key] = piece
-        if structural or len(pieces) != len(old) or list(pieces) != list(old):
+        self._accounts = accounts
+        if structural or len(pieces) != len(old) or (not same and list(pieces) != list(old)):
             self._parts = {}
         else:  # the same families in the same places: each kept answer gets the new chunks in place
             for part in self._parts.values():
                 part.replace(replaced)
         self._pieces = pieces
         old_counts, counts = self._counts, {}
+        replaced_counts: list[tuple[str, _Piece]] = []
+        structural = False
         for account_id in sorted(snapshot.counts):
             value = snapshot.counts[account_id]
             piece = old_counts.get(account_id)
             if piece is None or piece.key is not value:
                 sink = Lines()
                 count_samples(account_id, value, sink)
-                piece = _Piece(value, sink.encoded())
+                new = _Piece(value, sink.encoded())
+                structural = structural or piece is None or new.lines.keys() != piece.lines.keys()
+                replaced_counts.append((account_id, new))
+                piece = new
             counts[account_id] = piece
+        if structural or len(counts) != len(old_counts):
+            self._count_parts = {}
+        else:
+            for part in self._count_parts.values():
+                part.replace(replaced_counts)
         self._counts = counts
-        return list(counts.values())
 
-    def _assemble(self, counts: list[_Piece], status: ExporterStatus, openmetrics: bool,
+    def _assemble(self, status: ExporterStatus, openmetrics: bool,
                   use_gzip: bool, single_member: bool) -> tuple[bytes | memoryview, ...]:
         """Headers and kept pieces in family order, then the small per-scrape families."""
         key = (openmetrics, use_gzip, single_member)
         part = self._parts.get(key)
         if part is None:
             part = self._parts[key] = _Part(self._families, self._pieces, openmetrics, use_gzip, single_member)
-        counters = _Part(COUNTER_FAMILIES, dict(enumerate(counts)), openmetrics, use_gzip, single_member)
+        counters = self._count_parts.get(key)
+        if counters is None:
+            counters = self._count_parts[key] = _Part(COUNTER_FAMILIES, self._counts, openmetrics, use_gzip,
+                                                      single_member)
         plain = [*part.plain, *counters.plain]
         zipped = [*part.zipped, *counters.zipped]
         tail = Lines()
@@ -350,15 +381,20 @@ class Renderer:
 
 class _Part:
     """Family headers and pieces in exposition order, as plain chunks and/or gzip members, with where each
-    piece's chunks are, so a poll that leaves an account's families in place swaps its chunks in O(1)."""
+    piece's chunks are, so a poll that leaves an account's families in place swaps its chunks in O(1).
+    The plain and the gzip list (both kept for the single-member answer) have the same layout, so one index
+    per piece and family serves both; the indexes are kept as machine ints (an ``array``), not as Python
+    tuples of ints: 17,000 pieces cost 0.1 MB, not 2 MB."""
 
     def __init__(self, families: Sequence[Family], pieces: Mapping[Any, _Piece], openmetrics: bool,
                  use_gzip: bool, single_member: bool) -> None:
+        self.families = families
         self.use_plain = not use_gzip or single_member
         self.use_gzip = use_gzip
         self.plain: list[bytes] = []
         self.zipped: list[bytes] = []
-        self.where: dict[Any, list[tuple[Family, int, int]]] = {}
+        self.where: dict[Any, array[int]] = {}  # key -> index of each of its families' chunks, family order
+        chunks = self.plain if self.use_plain else self.zipped
         for family in families:
             if self.use_gzip:
                 self.zipped.append(_gzip_header(family, openmetrics))
@@ -367,19 +403,29 @@ class _Part:
             for key, piece in pieces.items():
                 data = piece.lines.get(family)
                 if data:
-                    self.where.setdefault(key, []).append((family, len(self.plain), len(self.zipped)))
+                    at = self.where.get(key)
+                    if at is None:
+                        at = self.where[key] = array("l")
+                    at.append(len(chunks))
                     if self.use_gzip:
                         self.zipped.append(piece.gz()[family])
                     if self.use_plain:
                         self.plain.append(data)
 
     def replace(self, replaced: list[tuple[Any, _Piece]]) -> None:
+        """Put each new piece where the piece of the same key was (it has the same families)."""
         for key, piece in replaced:
-            for family, at_plain, at_zipped in self.where.get(key, ()):
-                if self.use_gzip:
-                    self.zipped[at_zipped] = piece.gz()[family]
+            at = self.where.get(key)
+            if at is None:
+                continue
+            lines = piece.lines
+            families = [f for f in self.families if lines.get(f)]
+            zipped = piece.gz() if self.use_gzip else None
+            for family, index in zip(families, at, strict=True):
+                if zipped is not None:
+                    self.zipped[index] = zipped[family]
                 if self.use_plain:
-                    self.plain[at_plain] = piece.lines[family]
+                    self.plain[index] = lines[family]
 
 
 MULTI_MEMBER_CLIENTS = ("Prometheus/",)  # Go's gzip reader reads concatenated members (multistream)

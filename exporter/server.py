@@ -10,10 +10,12 @@ import logging
 import socket
 import ssl
 import threading
+from bisect import bisect_left
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from itertools import accumulate
 from typing import Any, Protocol
 
 from exporter import __version__
@@ -130,7 +132,7 @@ class Handler(BaseHTTPRequestHandler):
         chunks = (body,) if isinstance(body, bytes) else body
         self.send_response(status)
         self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(sum(len(chunk) for chunk in chunks)))
+        self.send_header("Content-Length", str(sum(map(len, chunks))))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
@@ -138,19 +140,19 @@ class Handler(BaseHTTPRequestHandler):
             self._write(chunks)
 
     def _write(self, chunks: tuple[bytes | memoryview, ...]) -> None:
-        """Write the chunks (thousands of small kept pieces) joined into batches: one copy is far cheaper
-        than handing the kernel thousands of small buffers (``sendmsg``: 14 ms against 8 ms for 21 MB in
-        16,000 pieces, 12 ms against 2 ms for the 2.7 MB gzip answer)."""
-        batch: list[bytes | memoryview] = []
-        size = 0
-        for chunk in chunks:
-            batch.append(chunk)
-            size += len(chunk)
-            if size >= WRITE_BATCH:
-                self.wfile.write(b"".join(batch))
-                batch, size = [], 0
-        if batch:
-            self.wfile.write(b"".join(batch))
+        """Write the chunks (thousands of small kept pieces) joined into batches of about WRITE_BATCH bytes:
+        one copy is far cheaper than handing the kernel thousands of small buffers (``sendmsg``: 14 ms against
+        8 ms for 21 MB in 16,000 pieces, 12 ms against 2 ms for the 2.7 MB gzip answer). The batch ends are
+        found in C (``accumulate``, ``bisect``), not by a Python loop over every chunk."""
+        if len(chunks) == 1:
+            self.wfile.write(chunks[0])
+            return
+        ends = list(accumulate(map(len, chunks)))
+        start = 0
+        while start < len(chunks):
+            stop = bisect_left(ends, (ends[start - 1] if start else 0) + WRITE_BATCH, start) + 1
+            self.wfile.write(b"".join(chunks[start:stop]))
+            start = stop
 
     def _authorized(self) -> bool:
         auth = self.server.app.web_config().basic_auth
