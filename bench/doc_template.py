@@ -6,6 +6,8 @@ import re
 import statistics
 from typing import Any
 
+CHURN_CHANGES = """TODO"""
+
 
 def _mb(kib: float) -> float:
     return kib * 1024 / 1e6
@@ -122,6 +124,12 @@ def render_doc(results: dict[str, Any], markdown_parts: dict[str, str]) -> str:
         m.get("in_virtualenv") and not m.get("trio_installed")) else f"`{m.get('python_executable', 'python')}`"
     p = markdown_parts
     changes = _changes(results)
+    churn = results["churn"]
+    churn_bytes = max(ph["bytes"] for ph in churn["phases"])
+    rates = ", ".join(f"{ph['requests_per_second']:g}/s" for ph in churn["phases"] if ph["requests_per_second"])
+    steady = results.get("plan_details", {}).get("churn_steady_seconds", 15)
+    saturated = results.get("plan_details", {}).get("churn_saturated_seconds", 3)
+    churn_changes = CHURN_CHANGES
     plan = results.get("plan_details", {})
     interval = plan.get("upstream_interval", 10)
     up_fast, up_slow = upstream(results, "fast"), upstream(results, "slow")
@@ -145,9 +153,10 @@ def render_doc(results: dict[str, Any], markdown_parts: dict[str, str]) -> str:
                         f"{_mb(t['rss_peak_kib']):.1f} MB.")
     return f"""# Performance
 
-What one exporter process costs and how far it goes: scrape latency against a static file server, independence
-from the Cloudflare API's latency, API requests and pacing, memory and CPU, and how each grows with invoices and
-accounts. Every figure below comes from one run of `python bench/run.py --write-docs` on {m['date']}: a shared
+What one exporter process costs and how far it goes: scrape latency against a static file server, idle and
+while polls run, independence from the Cloudflare API's latency, API requests and pacing, memory and CPU, and
+how each grows with invoices and accounts. Every figure below comes from one run of
+`python bench/run.py --write-docs` on {m['date']}: a shared
 machine with **{m['cpus']} CPUs** ({m['cpu_model']}), Linux {m['kernel']}, Python {m['python']} in {env},
 {_tool(m['wrk'])}, {_tool(m['nginx'])}; load average {m['loadavg_at_start'][0]:.1f} at the start; the run took
 {results['runtime_seconds'] / 60:.1f} minutes. The machine is shared and noisy: compare the ratios within the run,
@@ -182,6 +191,23 @@ Everything runs on loopback, each part in a process of its own, started and stop
    connections, alternating with the same against nginx; then once more with `Accept-Encoding: gzip`. Ratio =
    exporter p50 / nginx p50. "Render" is the CPU the first scrape after the poll costs (`/proc` ticks: 10 ms
    resolution); "CPU per cached scrape" is the exporter's CPU during the wrk run divided by the scrapes served.
+1b. **Scrapes while polls run (churn)**, what production sees. {churn['accounts']:,} accounts x
+   {churn['invoices'] // churn['accounts']} invoices with `metrics.invoice_series: all` (a
+   {churn_bytes / 1e6:.1f} MB exposition). The exporter polls everything once at a large budget, to be ready
+   soon, and is measured idle (`poll.interval: 1h`: nothing changes). Then, for each rate, a SIGHUP reload sets
+   `cloudflare.requests_per_second` to that rate ({rates}; 3 is the default) and `poll.interval` to
+   {churn['interval']}, far shorter than a cycle at that budget, so polls run back to back at the budget for the
+   whole measurement (the fake's request log gives the rate the API saw). Meanwhile wrk scrapes `/metrics`
+   plain and with `Accept-Encoding: gzip` and `User-Agent: Prometheus/2.42.0` (what Prometheus sends; Prometheus
+   gets the gzip answer as many members, other clients as one): at a steady rate ({churn['connections']}
+   connections, an HA pair, each pausing {churn['pause_ms']} ms before each request, so about one scrape a second
+   each, {steady:g} s) and back to back (1 connection, {saturated:g} s). Then nginx serves the bytes of the
+   exporter's last scrape of that phase (plain, and the gzip answer Prometheus got) and gets the same runs. Ratio =
+   exporter p50 / nginx p50. Peak RSS is `VmHWM`, reset (`/proc/PID/clear_refs`) at the start of each phase
+   after the one full render a start or reload costs. "First scrape after one account's poll" is measured
+   in-process (`bench/firstscrape.py`: the real `SnapshotStore` and `Renderer`, the same invoices parsed by the
+   exporter's parser, the server's batched write into a sink): a scrape of an unchanged snapshot against the
+   first scrape after one account got a new state, medians over 21 rounds.
 2. **Independence from the upstream.** Three exporters, each with {up_accounts} accounts x {up_invoices} unpaid
    invoices polled every {interval:g} s (phases spread over the interval): "fast" against a fake answering at
    once, "slow" against one answering in {up_latency:g} s (so it always has polls in flight), and "control", a
@@ -207,14 +233,32 @@ Everything runs on loopback, each part in a process of its own, started and stop
 
 {p['scrape']}
 
-The exposition is rendered once per snapshot change and kept, plain and gzip, text and OpenMetrics; a scrape of
-an unchanged snapshot only writes bytes. At {largest:,} invoices (an exposition of about
-{max(s['bytes'] for s in scrape if s['invoices'] == largest) / 1e6:.0f} MB) the exporter is as fast as nginx at the
-median: both are bound by copying the bytes through loopback and by wrk reading them. On the smallest expositions
-nginx is faster by a fixed cost per request (Python's HTTP server parses the request and writes the headers in
-Python): about {fixed_ms:.2f} ms here. With 16 concurrent clients on {largest:,} invoices the exporter's p99 is
-far above nginx's: 16 threads take turns at the GIL while each writes its copy, and some wait. Prometheus
-scrapes one at a time (two for an HA pair), so this is the price of a stress test, not of a real scrape.
+Each account's lines are rendered once per poll of that account and kept per metric family, with their gzip
+member; a scrape writes the family headers and the kept pieces in order (and the small per-scrape families).
+At {largest:,} invoices (an exposition of about
+{max(s['bytes'] for s in scrape if s['invoices'] == largest) / 1e6:.0f} MB) the exporter's plain answer is about as
+fast as nginx at the median: both are bound by copying the bytes through loopback and by wrk reading them. On the
+smallest expositions nginx is faster by a fixed cost per request (Python's HTTP server parses the request and
+writes the headers in Python): about {fixed_ms:.2f} ms here. With 16 concurrent clients on {largest:,} invoices
+the exporter's p99 is far above nginx's: 16 threads take turns at the GIL while each writes its copy, and some
+wait. Prometheus scrapes one at a time (two for an HA pair), so this is the price of a stress test, not of a
+real scrape.
+
+## 1b. Scrapes while polls run (churn)
+
+Exporter p50 / p99 against nginx's p50 serving the same bytes, ratio in bold; {churn['accounts']:,} accounts x
+{churn['invoices'] // churn['accounts']} invoices, every invoice a series.
+
+{p['churn']}
+
+First scrape after one account's poll against a scrape of an unchanged snapshot (in-process, no socket):
+
+{p['first_scrape']}
+
+A poll replaces one account's state; the next scrape renders that account's pieces (and its counters) and puts
+them in place in each kept answer, so it costs about what a scrape of an unchanged snapshot costs. nginx
+serves a file with `sendfile`; the exporter writes the kept pieces joined into 256 kB batches from Python, and
+while polls run it shares the interpreter (the GIL) with the poller thread, which parses each answer.
 
 ## 2. Independence from the upstream
 
@@ -266,6 +310,14 @@ exposition's size, as nginx's does; peak RSS grows by the exposition plus the in
 with the number of requests, that is with accounts and pages, not with invoices.
 
 ## Changes made for these goals (before / after, same bench, same machine)
+
+### The churn case (issue 9)
+
+{churn_changes}
+
+{p['churn_before_after']}
+
+### Earlier changes (the figures after each arrow are this run's)
 
 {changes}
 

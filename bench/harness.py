@@ -328,14 +328,16 @@ class Nginx:
 
 
 def _wrk_args(port: int, path: str, connections: int, seconds: float, headers: dict[str, str] | None,
-              threads: int, pause_ms: int = 0) -> list[str]:
+              threads: int, pause_ms: int = 0, jitter: bool = False) -> list[str]:
     binary = shutil.which("wrk") or "wrk"
     args = [binary, f"-t{min(threads, connections)}", f"-c{connections}", f"-d{max(1, round(seconds))}s",
             "--timeout", "30s", "-s", str(WRK_SCRIPT)]
     for name, value in (headers or {}).items():
         args += ["-H", f"{name}: {value}"]
     args.append(f"http://127.0.0.1:{port}{path}")
-    return [*args, "--", str(pause_ms)] if pause_ms else args
+    if not pause_ms:
+        return args
+    return [*args, "--", str(pause_ms), "jitter"] if jitter else [*args, "--", str(pause_ms)]
 
 
 def _wrk_result(returncode: int, stdout: str, stderr: str) -> dict[str, Any]:
@@ -350,10 +352,12 @@ def _wrk_result(returncode: int, stdout: str, stderr: str) -> dict[str, Any]:
 
 
 def wrk(port: int, path: str, connections: int, seconds: float, headers: dict[str, str] | None = None,
-        threads: int = 1, pause_ms: int = 0) -> dict[str, Any]:
+        threads: int = 1, pause_ms: int = 0, jitter: bool = False) -> dict[str, Any]:
     """One wrk run on loopback; latencies in microseconds, plus requests per second. ``pause_ms``: each
-    connection waits that long before each request (a steady load instead of back-to-back requests)."""
-    done = subprocess.run(_wrk_args(port, path, connections, seconds, headers, threads, pause_ms), capture_output=True,
+    connection waits that long before each request (a steady load instead of back-to-back requests), drawn
+    from 0.5 to 1.5 times that with ``jitter``."""
+    done = subprocess.run(_wrk_args(port, path, connections, seconds, headers, threads, pause_ms, jitter),
+                          capture_output=True,
                           text=True, timeout=seconds + 60, check=False)
     return _wrk_result(done.returncode, done.stdout, done.stderr)
 

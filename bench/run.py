@@ -172,7 +172,7 @@ def scrape_scenario(children: h.Children, wd: Path, accounts: int, per_account: 
 PROMETHEUS_GZIP = {"Accept-Encoding": "gzip", "User-Agent": "Prometheus/2.42.0"}  # what Prometheus sends
 CHURN_VARIANTS = {"plain": ({}, "/metrics"), "gzip": (PROMETHEUS_GZIP, "/metrics.gz")}  # headers, nginx path
 CHURN_CONNECTIONS = 2  # an HA pair of Prometheus servers
-CHURN_PAUSE_MS = 1000  # each connection scrapes about once a second
+CHURN_PAUSE_MS = 1000  # each connection scrapes about once a second (0.5 to 1.5 s apart: not in step)
 CHURN_INTERVAL = "10s"  # far shorter than a cycle at the budget: every pair is always due, polls never stop
 
 
@@ -183,7 +183,7 @@ def churn_runs(port: int, plan: Plan, nginx: bool) -> dict[str, Any]:
     for variant, (headers, nginx_path) in CHURN_VARIANTS.items():
         path = nginx_path if nginx else "/metrics"
         out[f"{variant}_steady"] = h.wrk(port, path, CHURN_CONNECTIONS, plan.churn_steady_seconds, headers,
-                                         pause_ms=CHURN_PAUSE_MS)
+                                         pause_ms=CHURN_PAUSE_MS, jitter=True)
         out[f"{variant}_saturated"] = h.wrk(port, path, 1, plan.churn_saturated_seconds, headers)
     return out
 
