@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +109,66 @@ class ShardingConfig:
     total_shards: int = 1
 
 
+# --- collectors (issue 10): the settings of each billing endpoint collector ---------------------------------
+
+COLLECTOR_NAMES = ("invoice_history", "credit_balance", "spending_limit", "usage_history", "invoice_preview")
+
+
+@dataclass(frozen=True)
+class CollectorSettings:
+    """What every endpoint collector has: on or off, its own poll interval (seconds), its amount divisor
+    (API amounts are divided by it: the units of several endpoints are an assumption, see docs/billing.md)."""
+
+    enabled: bool = True
+    interval: float = 300.0
+    amount_divisor: float = 100.0
+
+
+@dataclass(frozen=True)
+class InvoiceHistorySettings(CollectorSettings):
+    """Default interval: poll.interval; default divisor: metrics.amount_divisor."""
+
+
+@dataclass(frozen=True)
+class CreditBalanceSettings(CollectorSettings):
+    interval: float = 60.0
+    payment_method_labels: bool = False  # card brand and last four digits as an info metric: opt-in
+
+
+@dataclass(frozen=True)
+class SpendingLimitSettings(CollectorSettings):
+    pass
+
+
+@dataclass(frozen=True)
+class UsageHistorySettings(CollectorSettings):
+    pass
+
+
+@dataclass(frozen=True)
+class InvoicePreviewSettings(CollectorSettings):
+    interval: float = 900.0
+
+
+@dataclass(frozen=True)
+class CollectorsConfig:
+    invoice_history: InvoiceHistorySettings = InvoiceHistorySettings()
+    credit_balance: CreditBalanceSettings = CreditBalanceSettings()
+    spending_limit: SpendingLimitSettings = SpendingLimitSettings()
+    usage_history: UsageHistorySettings = UsageHistorySettings()
+    invoice_preview: InvoicePreviewSettings = InvoicePreviewSettings()
+
+    def by_endpoint(self) -> dict[str, CollectorSettings]:
+        """Every collector's settings by endpoint name, in COLLECTOR_NAMES order."""
+        return {name: getattr(self, name) for name in COLLECTOR_NAMES}
+
+    def enabled(self) -> dict[str, CollectorSettings]:
+        return {name: s for name, s in self.by_endpoint().items() if s.enabled}
+
+
+# --- end of the collectors block ----------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class Config:
     cloudflare: CloudflareConfig = CloudflareConfig()
@@ -117,6 +177,7 @@ class Config:
     discovery: DiscoveryConfig = DiscoveryConfig()
     metrics: MetricsConfig = MetricsConfig()
     sharding: ShardingConfig = ShardingConfig()
+    collectors: CollectorsConfig = CollectorsConfig()
 
     def secrets(self) -> tuple[str, ...]:
         """Every secret value in this config, for log redaction."""
@@ -338,7 +399,8 @@ def parse_config(raw: Any, source: str = "config", environ: Mapping[str, str] | 
     env = os.environ if environ is None else environ
     load = _Loader(source, env)
     doc = load.expand(raw, "")
-    top = load.section(doc, "", ("cloudflare", "poll", "accounts", "discovery", "metrics", "sharding"))
+    top = load.section(doc, "", ("cloudflare", "poll", "accounts", "discovery", "metrics", "sharding",
+                                         "collectors"))
 
     cf_doc = load.section(top.get("cloudflare"), "cloudflare", (
         "base_url", "timeout", "requests_per_second", "max_retries", "per_page", "max_pages", *CREDENTIAL_KEYS,
@@ -397,9 +459,11 @@ def parse_config(raw: Any, source: str = "config", environ: Mapping[str, str] | 
             f"sharding.shard: must be below total_shards ({sharding.total_shards}), got {sharding.shard}"
         )
 
+    collectors = _parse_collectors(load, top.get("collectors"), poll.interval, metrics.amount_divisor)
+
     if load.problems:
         raise ConfigError(source, load.problems)
-    return Config(cloudflare, poll, accounts, discovery, metrics, sharding)
+    return Config(cloudflare, poll, accounts, discovery, metrics, sharding, collectors)
 
 
 def _parse_accounts(load: _Loader, doc: Any, global_creds: Credentials | None) -> tuple[AccountConfig, ...]:
@@ -440,6 +504,47 @@ def _parse_accounts(load: _Loader, doc: Any, global_creds: Credentials | None) -
             credentials=creds,
         ))
     return tuple(accounts)
+
+
+# --- collectors (issue 10) ----------------------------------------------------------------------------------
+
+_COLLECTOR_SETTINGS: dict[str, type[CollectorSettings]] = {
+    "invoice_history": InvoiceHistorySettings,
+    "credit_balance": CreditBalanceSettings,
+    "spending_limit": SpendingLimitSettings,
+    "usage_history": UsageHistorySettings,
+    "invoice_preview": InvoicePreviewSettings,
+}
+_COLLECTOR_KEY_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "enabled": _bool,
+    "interval": parse_duration,
+    "amount_divisor": _positive_float,
+    "payment_method_labels": _bool,
+}
+
+
+def _parse_collectors(load: _Loader, doc: Any, poll_interval: float, divisor: float) -> CollectorsConfig:
+    """The ``collectors:`` section. Defaults: every collector on; invoice_history every poll.interval, the others
+    at their own interval (credit_balance 1m, spending_limit and usage_history 5m, invoice_preview 15m); every
+    divisor metrics.amount_divisor. Unknown collectors and keys are refused, each problem with its key path."""
+    section = load.section(doc, "collectors", COLLECTOR_NAMES)
+    parsed: dict[str, CollectorSettings] = {}
+    for name, kind in _COLLECTOR_SETTINGS.items():
+        path = f"collectors.{name}"
+        keys = tuple(f.name for f in fields(kind))
+        item = load.section(section.get(name), path, keys)
+        base = kind(amount_divisor=divisor)
+        if name == "invoice_history":
+            base = replace(base, interval=poll_interval)
+        values = {key: load.value(item, path, key, _COLLECTOR_KEY_PARSERS[key], getattr(base, key)) for key in keys}
+        settings = kind(**values)
+        if "interval" in item and 0 < settings.interval < 1:
+            load.problems.append(f"{path}.interval: must be at least 1s, got {settings.interval}s")
+        parsed[name] = settings
+    return CollectorsConfig(**parsed)  # type: ignore[arg-type]
+
+
+# --- end of the collectors block ----------------------------------------------------------------------------
 
 
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
