@@ -132,9 +132,9 @@ def parse_credit_balance(body: Any) -> CreditBalance:
 
 
 class CreditBalanceCollector:
-    endpoint = "credit_balance"
-    families = (BALANCE, PAYMENT_METHOD_PRESENT, PAYMENT_METHOD_INFO, TOPUP_ENABLED, TOPUP_THRESHOLD, TOPUP_AMOUNT,
-                TOPUP_LAST_FAILURE, TOPUP_FAILING)
+    endpoint: str = "credit_balance"
+    families: tuple[Family, ...] = (BALANCE, PAYMENT_METHOD_PRESENT, PAYMENT_METHOD_INFO, TOPUP_ENABLED,
+                                    TOPUP_THRESHOLD, TOPUP_AMOUNT, TOPUP_LAST_FAILURE, TOPUP_FAILING)
 
     def requests_per_poll(self) -> int:
         return 1

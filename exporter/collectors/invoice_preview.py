@@ -61,8 +61,8 @@ def parse_invoice_preview(body: Any) -> UpcomingInvoice | None:
 
 
 class InvoicePreviewCollector:
-    endpoint = "invoice_preview"
-    families = (AMOUNT_DUE, PERIOD_END)
+    endpoint: str = "invoice_preview"
+    families: tuple[Family, ...] = (AMOUNT_DUE, PERIOD_END)
 
     def requests_per_poll(self) -> int:
         return 1

@@ -99,8 +99,8 @@ def parse_spending_limit(body: Any) -> SpendingLimit:
 
 
 class SpendingLimitCollector:
-    endpoint = "spending_limit"
-    families = (ENABLED, AMOUNT, WINDOW_USAGE)
+    endpoint: str = "spending_limit"
+    families: tuple[Family, ...] = (ENABLED, AMOUNT, WINDOW_USAGE)
 
     def __init__(self, now: Callable[[], float] = time.time) -> None:
         self._now = now

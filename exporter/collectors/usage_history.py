@@ -117,8 +117,8 @@ class UsageAmounts:
 
 
 class UsageHistoryCollector:
-    endpoint = "usage_history"
-    families = (USAGE_AMOUNT,)
+    endpoint: str = "usage_history"
+    families: tuple[Family, ...] = (USAGE_AMOUNT,)
 
     def __init__(self, now: Callable[[], float] = time.time) -> None:
         self._now = now
