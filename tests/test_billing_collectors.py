@@ -384,7 +384,7 @@ def test_a_sliding_window_counts_the_straddling_hour_whole_an_upper_bound() -> N
 
 def test_an_unknown_duration_keeps_the_limit_without_usage() -> None:
     _, out, api = poll(SpendingLimitCollector(now=lambda: at("2026-11-25T10:00")),
-                             limit(9900, "quarterly", "fixed"), SL)
+                       limit(9900, "quarterly", "fixed"), SL)
     assert out.get("spending_limit_amount", "quarterly", "fixed") == 99.0
     assert out.get("spending_limit_window_usage") is None
     assert len(api.calls) == 1
