@@ -9,7 +9,7 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 
@@ -50,6 +50,12 @@ def wire(text: str) -> dict[str, Any]:
     """A body as the client's JSON decoder hands it over (NaN and Infinity included)."""
     body: dict[str, Any] = json.loads(text)
     return body
+
+
+class Budgeted(EndpointCollector, Protocol):
+    """An endpoint collector that also says how many requests one poll of one account makes."""
+
+    def requests_per_poll(self) -> int: ...
 
 
 Answer = Any  # a body, NOT_ENROLLED, or a function of the query parameters returning one of those
@@ -131,14 +137,14 @@ class Recorder:
         return {name for name, _ in self.samples}
 
 
-def poll(collector: EndpointCollector, answers: dict[str, Answer], settings: Any
+def poll(collector: Budgeted, answers: dict[str, Answer], settings: Any
          ) -> tuple[Fetched, Recorder, FakeApi]:
     api = FakeApi(answers)
     fetched = asyncio.run(collector.fetch(api))
     out = Recorder(collector.families)
     if fetched.data is not None:
         collector.render(ACC, fetched.data, settings, out)
-    assert len(api.calls) <= collector.requests_per_poll()  # type: ignore[attr-defined]
+    assert len(api.calls) <= collector.requests_per_poll()
     return fetched, out, api
 
 
@@ -542,14 +548,14 @@ def test_a_malformed_invoice_preview_is_an_invalid_response(text: str) -> None:
 
 # --- all four ---
 
-COLLECTORS: list[EndpointCollector] = [CreditBalanceCollector(), SpendingLimitCollector(), UsageHistoryCollector(),
-                                       InvoicePreviewCollector()]
+COLLECTORS: list[Budgeted] = [CreditBalanceCollector(), SpendingLimitCollector(), UsageHistoryCollector(),
+                              InvoicePreviewCollector()]
 
 
 def test_endpoint_names_families_and_request_counts() -> None:
     assert [c.endpoint for c in COLLECTORS] == ["credit_balance", "spending_limit", "usage_history",
                                                 "invoice_preview"]
-    assert [c.requests_per_poll() for c in COLLECTORS] == [1, 2, 1, 1]  # type: ignore[attr-defined]
+    assert [c.requests_per_poll() for c in COLLECTORS] == [1, 2, 1, 1]
     names = [f.name for c in COLLECTORS for f in c.families]
     assert len(names) == len(set(names))
     for family in (f for c in COLLECTORS for f in c.families):

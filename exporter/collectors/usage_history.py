@@ -1,9 +1,9 @@
 """``usage-history``: spend so far in the current UTC day and month.
 
 One request per poll: ``value_grouping_window=day`` from the first day of the current UTC month (00:00) to the
-next UTC midnight, in milliseconds. Day buckets are aligned on UTC midnights (the request's start is one, and
-the grouping is Stripe's meter event summaries, whose day windows are UTC days), so the month-to-date sum and
-today's bucket (spend so far today) are exact, to the API's own aggregation delay. An empty history in a
+next UTC midnight, in milliseconds. Day buckets start where the request starts (a UTC midnight), as Stripe's
+meter event summaries group (an assumption, docs/billing.md), so the month-to-date sum and today's bucket
+(spend so far today) are exact, to the API's own aggregation delay. An empty history in a
 successful answer is the API saying "no spend": usage 0, not absent.
 """
 
