@@ -176,6 +176,9 @@ class InvoiceHistory:
         self.families: tuple[Family, ...] = (DUE, PAID, REMAINING, ATTEMPTS, CREATED, self.info, ACC_INVOICES,
                                              ACC_UNPAID, ACC_DUE, ACC_REMAINING, ACC_FAILED, ACC_OLDEST)
 
+    def requests_per_poll(self) -> int:
+        return 1  # one page; a history longer than cloudflare.per_page takes one request per page
+
     async def fetch(self, api: AccountApi) -> Fetched:
         raw, pages = await api.get_pages("invoice-history", {"type": api.account.type}, "invoices")
         parsed = [parse_invoice(item) for item in raw]
