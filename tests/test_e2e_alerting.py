@@ -196,8 +196,7 @@ def test_failed_payment_reaches_the_billing_owner_survives_a_restart_and_resolve
 def test_credit_and_spending_limit_alerts_for_the_demo_accounts(stack: Stack) -> None:
     """The demo's research account (auto top-up failing), bulk (85% of a daily limit) and staging (credits
     draining without auto top-up) raise the new alerts on the shipped routes; hobby (no Unified Billing) none."""
-    if not billing_collectors_served():
-        pytest.skip("the exporter does not serve the billing collectors (cloudflare_ai_gateway_credit_balance) yet")
+    assert billing_collectors_served(), "the --demo exporter does not serve cloudflare_ai_gateway_credit_balance"
     research, bulk, staging = DEMO_ACCOUNTS["research"], DEMO_ACCOUNTS["bulk"], DEMO_ACCOUNTS["staging"]
     path, alert = _await_alert(
         stack, lambda p, a: _is(a, "CloudflareAIGatewayAutoTopupFailing", "firing", account_id=research),
