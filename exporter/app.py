@@ -102,7 +102,8 @@ class ExporterApp:
         return Response(200 if ok else 500, (message + "\n").encode())
 
     def landing_page(self) -> str:
-        return landing_page(self.store.snapshot(), self.telemetry_path, self.status.config.metrics.amount_divisor)
+        return landing_page(self.store.snapshot(), self.telemetry_path,
+                            self.status.config.collectors.invoice_history.amount_divisor)
 
     # --- reload ---
 
