@@ -1,0 +1,109 @@
+"""The status page in a real browser: the exporter runs ``--demo`` on loopback, headless Chromium (Debian's
+``chromium``) opens ``/`` at a desktop and at a phone size, takes a screenshot of each and measures the layout.
+
+Set STATUS_PAGE_SCREENSHOTS=DIR to keep the screenshots (docs/status-page.png is the desktop one).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.browser import CHROMIUM, Browser, png_size, png_variety
+from tests.support import ExporterProcess
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason="needs Debian's chromium (.ci/run installs it)"),
+    pytest.mark.timeout(120),
+]
+
+VIEWPORTS = {"desktop": (1280, 900, False), "phone": (390, 844, True)}
+
+# What the page looks like to a person, measured in the browser after layout (no script runs in the page).
+LAYOUT = """(() => {
+  const width = document.documentElement.clientWidth;
+  const overflowing = [...document.querySelectorAll('body *')].filter(el => {
+    const box = el.getBoundingClientRect();
+    let scroller = el.parentElement;
+    while (scroller && getComputedStyle(scroller).overflowX === 'visible') scroller = scroller.parentElement;
+    return box.width > 0 && box.right > width + 1 && (!scroller || scroller === document.body ||
+                                                       scroller === document.documentElement);
+  }).map(el => el.tagName + '.' + el.className + ': ' + (el.textContent || '').slice(0, 40));
+  const rows = [...document.querySelectorAll('tbody tr')].map(tr => ({
+    text: tr.innerText, cls: tr.className,
+    visible: tr.getBoundingClientRect().height > 0 && getComputedStyle(tr).display !== 'none'}));
+  return {width, scrollWidth: document.documentElement.scrollWidth, bodyScrollWidth: document.body.scrollWidth,
+          overflowing, rows, scripts: document.scripts.length, banner: document.querySelector('.banner.demo')
+          ? document.querySelector('.banner.demo').innerText : null,
+          fontSize: parseFloat(getComputedStyle(document.body).fontSize)};
+})()"""
+
+
+@pytest.fixture(scope="module")
+def demo_exporter(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    proc = ExporterProcess(None, ("--demo",), None, tmp_path_factory.mktemp("demo"))
+    try:
+        proc.wait_ready(30)
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.mark.parametrize("viewport", VIEWPORTS)
+def test_status_page_in_chromium(demo_exporter: ExporterProcess, viewport: str, tmp_path: Path) -> None:
+    width, height, mobile = VIEWPORTS[viewport]
+    with Browser() as browser:
+        browser.open(demo_exporter.url + "/", width, height, mobile)
+        layout = browser.evaluate(LAYOUT)
+        png = browser.screenshot(tmp_path / f"status-page-{viewport}.png")
+    keep = os.environ.get("STATUS_PAGE_SCREENSHOTS")
+    if keep:
+        shutil.copy(tmp_path / f"status-page-{viewport}.png", Path(keep) / f"status-page-{viewport}.png")
+
+    # It renders: a screenshot of the viewport's size with something on it.
+    assert png_size(png) == (width, height)
+    assert png_variety(png) > 0.02, "the screenshot is (nearly) blank"
+    assert layout["scripts"] == 0
+    assert layout["fontSize"] >= 14
+
+    # Nothing is wider than the screen: no sideways scrolling of the page, no element sticking out.
+    assert layout["width"] == width
+    assert layout["scrollWidth"] <= width and layout["bodyScrollWidth"] <= width, layout
+    assert layout["overflowing"] == [], layout["overflowing"]
+
+    # The demo says it is one; the failing account (legacy, revoked token) comes first and says so in words.
+    assert layout["banner"] and "Demo mode" in layout["banner"] and "sample accounts" in layout["banner"]
+    rows = layout["rows"]
+    assert len(rows) == 6 and all(r["visible"] for r in rows)
+    first = rows[0]
+    assert "legacy" in first["text"] and "FAILED" in first["text"].upper() and "bad" in first["cls"], first
+    assert "Invalid API Token" in first["text"] and "auth" in first["text"]
+    assert "unknown (never read)" in first["text"] and "nothing unpaid" not in first["text"]
+    assert [r["cls"] for r in rows[1:]] == ["ok"] * 5, rows[1:]  # the others are healthy
+    research = next(r for r in rows if "research" in r["text"])
+    assert "failed" in research["text"].lower() and "USD" in research["text"]  # declined card: failed attempts
+
+
+def test_png_checks_tell_a_blank_image() -> None:
+    """The two PNG checks above, against a blank image and a striped one of known size."""
+    import struct
+    import zlib
+
+    def png(width: int, height: int, row: bytes) -> bytes:
+        def chunk(kind: bytes, data: bytes) -> bytes:
+            return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+        header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+        raw = b"".join(b"\0" + row for _ in range(height))
+        return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + \
+            chunk(b"IEND", b"")
+
+    blank = png(40, 30, b"\xff" * 120)
+    striped = png(40, 30, bytes(range(120)))
+    assert png_size(blank) == (40, 30)
+    assert png_variety(blank) < 0.01 < png_variety(striped)
