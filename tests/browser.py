@@ -8,6 +8,7 @@ profile. The page under test needs no JavaScript: the test uses the protocol onl
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import select
@@ -46,7 +47,7 @@ class Browser:
         self.proc = subprocess.Popen(
             [CHROMIUM, *FLAGS, f"--user-data-dir={self._profile}", "--remote-debugging-pipe", "about:blank"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            preexec_fn=fds_3_and_4, pass_fds=(3, 4), start_new_session=True)  # noqa: PLW1509
+            preexec_fn=fds_3_and_4, pass_fds=(3, 4), start_new_session=True)
         os.close(to_browser_r)
         os.close(from_browser_w)
         self._buffer = b""
@@ -62,20 +63,16 @@ class Browser:
 
     def close(self) -> None:
         if self.proc.poll() is None:
-            try:
+            with contextlib.suppress(BrowserError, OSError):
                 self.send("Browser.close", session=False, timeout=5)
-            except (BrowserError, OSError):
-                pass
             try:
                 self.proc.wait(5)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, 9)
                 self.proc.wait(5)
         for fd in (self._to_browser, self._from_browser):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
         if self.proc.stderr is not None:
             self.proc.stderr.close()
         shutil.rmtree(self._profile, ignore_errors=True)
