@@ -92,6 +92,12 @@ def utc(at: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
 
 
+def short_utc(at: float, now: float) -> str:
+    """The time of day alone when it is today (UTC), else the date too."""
+    same_day = time.gmtime(at)[:3] == time.gmtime(now)[:3]
+    return time.strftime("%H:%M:%S UTC" if same_day else "%Y-%m-%d %H:%M UTC", time.gmtime(at))
+
+
 def ago(at: float, now: float) -> str:
     return "just now" if now - at < 2 else f"{duration(now - at)} ago"
 
@@ -100,9 +106,9 @@ def money(amount: float, divisor: float, currency: str) -> str:
     return f"{amount / divisor:,.2f} {currency.upper()}"
 
 
-def _when(text: str, at: float) -> str:
-    return f'<time datetime="{e(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)))}">{e(text)}</time>' \
-           f'<small>{e(utc(at))}</small>'
+def _when(text: str, at: float, now: float) -> str:
+    return f'<time datetime="{e(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)))}" title="{e(utc(at))}">' \
+           f'{e(text)}</time><small>{e(short_utc(at, now))}</small>'
 
 
 # ---- the cells -------------------------------------------------------------------------------------------
@@ -147,7 +153,7 @@ def _unpaid_cell(account: AccountState, divisor: float, now: float) -> str:
         return '<span class="muted">unknown (never read)</span>'
     amounts = [money(v, divisor, c) for c, v in data.totals.remaining.items() if v > 0]
     if not amounts:
-        return f"nothing unpaid{_stale(state, now)}"
+        return f'<span class="amount">nothing unpaid</span>{_stale(state, now)}'
     count = data.totals.unpaid
     lines = "".join(f'<span class="amount">{e(a)}</span>' for a in amounts)
     invoices = f'<small>{count} unpaid invoice{"" if count == 1 else "s"}</small>'
@@ -160,8 +166,8 @@ def _attempts_cell(account: AccountState) -> str:
         return '<span class="muted">—</span>'
     failed = data.totals.failed_attempts
     if failed > 0:
-        noun = "attempt" if failed == 1 else "attempts"
-        return f'<span class="badge warn"><span aria-hidden="true">⚠</span> {failed:.0f} failed {noun}</span>'
+        return f'<span class="badge warn" title="{failed:.0f} failed payment attempts on unpaid invoices">' \
+               f'<span aria-hidden="true">⚠</span> {failed:.0f} failed</span>'
     return "0"
 
 
@@ -197,7 +203,7 @@ def _last_poll_cell(account: AccountState, now: float) -> str:
     times = [s.last_poll_time for s in account.endpoints.values() if s.last_poll_time is not None]
     if not times:
         return '<span class="muted">never</span>'
-    return _when(ago(max(times), now), max(times))
+    return _when(ago(max(times), now), max(times), now)
 
 
 def _next_poll_cell(account: AccountState, page: PageInput, now: float) -> str:
@@ -378,10 +384,10 @@ border:1px solid}
 .endpoints{list-style:none;margin:4px 0 0;padding:0;font-size:12px;color:#57606a}
 .endpoints li.bad{color:#82071e;font-weight:600}
 .endpoints li.wait{color:#7d4e00}
-.error{overflow-wrap:anywhere;max-width:34em}
+.error{overflow-wrap:anywhere;min-width:15em;max-width:34em}
 .error+.error{margin-top:6px}
 .error code{color:#82071e;font-weight:600}
-time{white-space:nowrap}
+time,time+small{white-space:nowrap}
 @media (max-width:900px){
  header,main{padding:12px}
  .scroll{border:0;background:none;overflow:visible}
@@ -394,7 +400,7 @@ time{white-space:nowrap}
  tr.bad td:first-child,tr.wait td:first-child{box-shadow:none}
  td{display:grid;grid-template-columns:8.5em minmax(0,1fr);gap:8px;border-bottom:1px solid #eaeef2}
  td::before{content:attr(data-label);font-size:12px;text-transform:uppercase;color:#57606a;font-weight:600}
- .error{max-width:none}
+ .error{max-width:none;min-width:0}
  .id{white-space:normal;overflow-wrap:anywhere}
 }
 """

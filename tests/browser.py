@@ -142,8 +142,14 @@ class Browser:
             raise BrowserError(f"{expression}: {answer['exceptionDetails']}")
         return answer["result"].get("value")
 
-    def screenshot(self, path: Path) -> bytes:
-        png = base64.b64decode(self.send("Page.captureScreenshot", {"format": "png"})["data"])
+    def screenshot(self, path: Path, content_only: bool = False) -> bytes:
+        """The viewport as PNG; ``content_only``: cut below the end of the page's content instead."""
+        params: dict[str, Any] = {"format": "png"}
+        if content_only:
+            width, height = self.evaluate("[document.documentElement.clientWidth, Math.min("
+                                          "document.documentElement.clientHeight, document.body.scrollHeight)]")
+            params["clip"] = {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}
+        png = base64.b64decode(self.send("Page.captureScreenshot", params)["data"])
         path.write_bytes(png)
         return png
 
