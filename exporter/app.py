@@ -33,6 +33,7 @@ from exporter.webconfig import WebConfig, load_web_config
 
 log = logging.getLogger("exporter")
 RESERVED_PATHS = ("/", "/-/healthy", "/-/ready", "/-/reload")
+STATUS_PAGE_MAX_AGE = 2.0  # seconds a rendered status page is reused while no poll ended
 
 
 def with_sharding(config: Config, shard: int | None, total_shards: int | None, source: str) -> Config:
@@ -71,8 +72,9 @@ class ExporterApp:
         self.poller = Poller(config, self.store, transport)
         self.renderer = Renderer(self.store, lambda: self.status, process_metrics)
         self.telemetry_path = telemetry_path
+        self._status_page_cache: tuple[tuple[int, int], float, bytes] | None = None
         self.routes: Mapping[str, Mapping[str, RouteHandler]] = {
-            "/": {"GET": lambda _: Response(200, self.status_page().encode(), "text/html; charset=utf-8")},
+            "/": {"GET": lambda _: Response(200, self._status_page_bytes(), "text/html; charset=utf-8")},
             telemetry_path: {"GET": self._metrics},
             "/-/healthy": {"GET": lambda _: Response(200, b"Healthy\n")},
             "/-/ready": {"GET": self._ready},
@@ -100,6 +102,18 @@ class ExporterApp:
     def _reload(self, _: Message) -> Response:
         ok, message = self.reload()
         return Response(200 if ok else 500, (message + "\n").encode())
+
+    def _status_page_bytes(self) -> bytes:
+        """The status page, rendered at most once per STATUS_PAGE_MAX_AGE seconds while nothing changed (no poll
+        ended, no reload): 10,000 accounts take about 0.6 s to render, and anyone may reload the page."""
+        key = (self.store.snapshot().version, self.status.generation)
+        cached = self._status_page_cache
+        now = time.monotonic()
+        if cached is not None and cached[0] == key and now - cached[1] < STATUS_PAGE_MAX_AGE:
+            return cached[2]
+        body = self.status_page().encode()
+        self._status_page_cache = (key, now, body)
+        return body
 
     def status_page(self) -> str:
         config = self.status.config

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from email.message import Message
 from html.parser import HTMLParser
 from types import SimpleNamespace
 
@@ -149,3 +150,14 @@ def test_demo_and_reload_banners() -> None:
     assert "Demo mode" not in page_for(store.snapshot(), config((A1, "a")), now=NOW)
     page = page_for(store.snapshot(), config((A1, "a")), demo=True, reload_failed=True, now=NOW)
     assert "Demo mode" in page and "built-in sample accounts" in page and "config reload failed" in page
+
+
+def test_the_served_page_follows_every_poll_at_once() -> None:
+    """The app reuses a rendered page for a moment, but never past the end of a poll."""
+    app = ExporterApp(config((A1, "prod")))
+    route = app.routes["/"]["GET"]
+    first = route(Message()).body
+    assert isinstance(first, bytes) and b"unknown (never read)" in first and route(Message()).body is first
+    app.store.record_poll(A1, "invoice_history", ok(invoices(invoice(1, 0))), Counter(), Counter())
+    after = route(Message()).body
+    assert isinstance(after, bytes) and b"nothing unpaid" in after
