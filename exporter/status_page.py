@@ -307,7 +307,8 @@ def render_status_page(page: PageInput) -> str:
     headers = ["Health", "Account", "Unpaid", "Failed payments", "Oldest unpaid"]
     headers += ["Credit balance"] if with_credit else []
     headers += ["Last poll", "Next poll", "Last error"]
-    path = e(page.telemetry_path)
+    # Relative links: they still work when a proxy serves the exporter under a path prefix.
+    path = e("./" + page.telemetry_path.lstrip("/"))
     ready = page.snapshot.ready
     banners = []
     if page.demo:
@@ -334,7 +335,7 @@ Cloudflare AI Gateway Exporter</title>
 <style>{CSS}</style></head>
 <body>
 <header><h1>Cloudflare AI Gateway Exporter</h1>
-<nav><a href="{path}">Metrics</a> <a href="/-/healthy">Health</a> <a href="/-/ready">Readiness</a></nav>
+<nav><a href="{path}">Metrics</a> <a href="./-/healthy">Health</a> <a href="./-/ready">Readiness</a></nav>
 <p class="facts"><span>Version {e(__version__)}</span>
 <span>Poll interval {e(_intervals(page.config, endpoints))}</span>
 <span>{len(accounts)} account{"" if len(accounts) == 1 else "s"}: {e(summary or "none")}</span>

@@ -161,3 +161,11 @@ def test_the_served_page_follows_every_poll_at_once() -> None:
     app.store.record_poll(A1, "invoice_history", ok(invoices(invoice(1, 0))), Counter(), Counter())
     after = route(Message()).body
     assert isinstance(after, bytes) and b"nothing unpaid" in after
+
+
+def test_header_links_and_facts() -> None:
+    store = store_with({}, {A1: "a"})
+    page = page_for(store.snapshot(), config((A1, "a"), interval=300), telemetry_path="/custom/metrics", now=NOW)
+    assert '<a href="./custom/metrics">Metrics</a>' in page
+    assert '<a href="./-/healthy">Health</a>' in page and '<a href="./-/ready">Readiness</a>' in page
+    assert "Version " in page and "Poll interval 5 min" in page and "1 account: 1 not polled yet" in page

@@ -41,7 +41,8 @@ LAYOUT = """(() => {
   return {width, scrollWidth: document.documentElement.scrollWidth, bodyScrollWidth: document.body.scrollWidth,
           overflowing, rows, scripts: document.scripts.length, banner: document.querySelector('.banner.demo')
           ? document.querySelector('.banner.demo').innerText : null,
-          fontSize: parseFloat(getComputedStyle(document.body).fontSize)};
+          fontSize: parseFloat(getComputedStyle(document.body).fontSize),
+          links: [...document.querySelectorAll('nav a')].map(a => a.href)};
 })()"""
 
 
@@ -72,6 +73,7 @@ def test_status_page_in_chromium(demo_exporter: ExporterProcess, viewport: str, 
     assert png_variety(png) > 0.02, "the screenshot is (nearly) blank"
     assert layout["scripts"] == 0
     assert layout["fontSize"] >= 14
+    assert layout["links"] == [demo_exporter.url + p for p in ("/metrics", "/-/healthy", "/-/ready")]
 
     # Nothing is wider than the screen: no sideways scrolling of the page, no element sticking out.
     assert layout["width"] == width
