@@ -127,13 +127,19 @@ def _stale(state: EndpointState, now: float) -> str:
 
 
 def _endpoints_cell(account: AccountState) -> str:
-    items = []
+    """Each endpoint's health in words, endpoints in the same state (and for the same reason) on one line."""
+    groups: dict[tuple[Health, str], list[str]] = {}
     for endpoint, state in account.endpoints.items():
         health = endpoint_health(state)
-        name = ENDPOINT_NAMES.get(endpoint, endpoint.replace("_", " "))
-        detail = f" ({state.last_error_reason})" if health is FAILED and state.last_error_reason else ""
-        word = "" if health is OK else f": {health[2]}{detail}"
-        items.append(f'<li class="{health[3]}"><span aria-hidden="true">{health[1]}</span> {e(name)}{e(word)}</li>')
+        reason = state.last_error_reason or "" if health is FAILED else ""
+        groups.setdefault((health, reason), []).append(ENDPOINT_NAMES.get(endpoint, endpoint.replace("_", " ")))
+    items = []
+    for (health, reason), names in sorted(groups.items(), key=lambda kv: (kv[0][0][0], kv[0][1])):
+        everything = len(groups) == 1 and len(names) > 1
+        what = f"all {len(names)} endpoints" if everything else ", ".join(names)
+        why = f" ({reason})" if reason else ""
+        items.append(f'<li class="{health[3]}"><span aria-hidden="true">{health[1]}</span> '
+                     f"{e(health[2])}{e(why)}: {e(what)}</li>")
     return f'<ul class="endpoints">{"".join(items)}</ul>'
 
 
@@ -157,6 +163,11 @@ def _unpaid_cell(account: AccountState, divisor: float, now: float) -> str:
     count = data.totals.unpaid
     lines = "".join(f'<span class="amount">{e(a)}</span>' for a in amounts)
     invoices = f'<small>{count} unpaid invoice{"" if count == 1 else "s"}</small>'
+    oldest = data.totals.oldest_unpaid
+    if oldest is not None:
+        since = time.strftime("%Y-%m-%d", time.gmtime(oldest))
+        invoices += f'<small>oldest <time datetime="{e(since)}">{e(duration(now - oldest))}</time> ' \
+                    f'(since {e(since)})</small>'
     return f"{lines}{invoices}{_stale(state, now)}"
 
 
@@ -169,16 +180,6 @@ def _attempts_cell(account: AccountState) -> str:
         return f'<span class="badge warn" title="{failed:.0f} failed payment attempts on unpaid invoices">' \
                f'<span aria-hidden="true">⚠</span> {failed:.0f} failed</span>'
     return "0"
-
-
-def _oldest_cell(account: AccountState, now: float) -> str:
-    _, data = _invoices(account)
-    if data is None or data.totals.oldest_unpaid is None:
-        return '<span class="muted">—</span>'
-    created = data.totals.oldest_unpaid
-    return f'<time datetime="{e(time.strftime("%Y-%m-%d", time.gmtime(created)))}">' \
-           f'{e(duration(now - created))}</time><small>since {e(time.strftime("%Y-%m-%d", time.gmtime(created)))}' \
-           f'</small>'
 
 
 def _credit_cell(account: AccountState, config: Config, now: float) -> str:
@@ -202,24 +203,24 @@ def _credit_cell(account: AccountState, config: Config, now: float) -> str:
 def _last_poll_cell(account: AccountState, now: float) -> str:
     times = [s.last_poll_time for s in account.endpoints.values() if s.last_poll_time is not None]
     if not times:
-        return '<span class="muted">never</span>'
-    return _when(ago(max(times), now), max(times), now)
+        return '<span class="muted">never polled</span>'
+    return _when("polled " + ago(max(times), now), max(times), now)
 
 
 def _next_poll_cell(account: AccountState, page: PageInput, now: float) -> str:
     intervals = sorted({interval_for(page.config, endpoint) for endpoint in account.endpoints})
     every = f'<small>every {e(" / ".join(duration(i) for i in intervals))}</small>' if intervals else ""
     if page.next_polls is None:
-        return f'<span class="muted">not scheduled</span>{every}'
+        return f'<span class="muted">next: not scheduled</span>{every}'
     due = [page.next_polls[(account.account_id, ep)] for ep in account.endpoints
            if (account.account_id, ep) in page.next_polls]
     if any(at is None for at in due):
         return f"polling now{every}"
     upcoming = [at for at in due if at is not None]
     if not upcoming:
-        return f'<span class="muted">not scheduled</span>{every}'
+        return f'<span class="muted">next: not scheduled</span>{every}'
     soonest = min(upcoming)
-    text = "due now" if soonest <= now + 0.5 else f"in {duration(soonest - now)}"
+    text = "next due now" if soonest <= now + 0.5 else f"next in {duration(soonest - now)}"
     return f'<time datetime="{e(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(soonest)))}" ' \
            f'title="{e(utc(soonest))}">{e(text)}</time>{every}'
 
@@ -269,14 +270,12 @@ def _row(account: AccountState, page: PageInput, now: float) -> tuple[str, bool]
         ("Account", account_cell),
         ("Unpaid", _unpaid_cell(account, divisor, now)),
         ("Failed payments", _attempts_cell(account)),
-        ("Oldest unpaid", _oldest_cell(account, now)),
     ]
     credit = _credit_cell(account, page.config, now)
     if credit:
         cells.append(("Credit balance", credit))
     cells += [
-        ("Last poll", _last_poll_cell(account, now)),
-        ("Next poll", _next_poll_cell(account, page, now)),
+        ("Polls", f'{_last_poll_cell(account, now)}<div class="next">{_next_poll_cell(account, page, now)}</div>'),
         ("Last error", _error_cell(account, page.mask, now)),
     ]
     tds = "".join(f'<td data-label="{e(label)}"><div>{content}</div></td>' for label, content in cells)
@@ -304,9 +303,9 @@ def render_status_page(page: PageInput) -> str:
         counts[word] = counts.get(word, 0) + 1
     failing = [a for a in accounts if account_health(a) is FAILED]
 
-    headers = ["Health", "Account", "Unpaid", "Failed payments", "Oldest unpaid"]
+    headers = ["Health", "Account", "Unpaid", "Failed payments"]
     headers += ["Credit balance"] if with_credit else []
-    headers += ["Last poll", "Next poll", "Last error"]
+    headers += ["Polls", "Last error"]
     # Relative links: they still work when a proxy serves the exporter under a path prefix.
     path = e("./" + page.telemetry_path.lstrip("/"))
     ready = page.snapshot.ready
@@ -350,7 +349,7 @@ Cloudflare AI Gateway Exporter</title>
 CSS = """
 *{box-sizing:border-box}
 body{margin:0;font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;color:#1f2328;
-background:#f6f8fa}
+background:#f6f8fa;overflow-wrap:break-word}
 header{background:#fff;border-bottom:1px solid #d0d7de;padding:16px 24px}
 h1{font-size:20px;margin:0 16px 4px 0;display:inline-block}
 nav{display:inline-block}
@@ -365,7 +364,7 @@ main{padding:16px 24px}
 .scroll{overflow-x:auto;max-width:100%;background:#fff;border:1px solid #d0d7de;border-radius:6px}
 table{border-collapse:collapse;width:100%}
 th,td{padding:8px 10px;text-align:left;vertical-align:top;border-bottom:1px solid #d8dee4}
-th{font-size:12px;text-transform:uppercase;letter-spacing:.03em;color:#57606a;background:#f6f8fa;white-space:nowrap}
+th{font-size:12px;text-transform:uppercase;letter-spacing:.03em;color:#57606a;background:#f6f8fa}
 tbody tr:last-child td{border-bottom:0}
 tr.bad td{background:#fff5f5}
 tr.bad td:first-child{box-shadow:inset 5px 0 0 #cf222e}
@@ -373,7 +372,7 @@ tr.wait td:first-child{box-shadow:inset 5px 0 0 #bf8700}
 td small{display:block;color:#57606a;font-size:12px}
 td small.stale{color:#9a6700}
 .name{font-weight:600;display:block;overflow-wrap:anywhere}
-.id{font-size:12px;color:#57606a;white-space:nowrap}
+.id{font-size:11px;color:#57606a;white-space:nowrap}
 .amount{display:block;white-space:nowrap;font-variant-numeric:tabular-nums}
 .muted{color:#6e7781}
 .badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:13px;font-weight:600;white-space:nowrap;
@@ -382,10 +381,11 @@ border:1px solid}
 .badge.bad{color:#82071e;background:#ffebe9;border-color:#cf222e;text-transform:uppercase}
 .badge.warn{color:#7d4e00;background:#fff8c5;border-color:#d4a72c}
 .badge.wait{color:#7d4e00;background:#fff8c5;border-color:#d4a72c}
-.endpoints{list-style:none;margin:4px 0 0;padding:0;font-size:12px;color:#57606a}
+.endpoints{list-style:none;margin:4px 0 0;padding:0;font-size:12px;color:#57606a;max-width:14em}
+.next{margin-top:6px}
 .endpoints li.bad{color:#82071e;font-weight:600}
 .endpoints li.wait{color:#7d4e00}
-.error{overflow-wrap:anywhere;min-width:15em;max-width:34em}
+.error{overflow-wrap:anywhere;min-width:12em;max-width:34em}
 .error+.error{margin-top:6px}
 .error code{color:#82071e;font-weight:600}
 time,time+small{white-space:nowrap}
@@ -399,7 +399,7 @@ time,time+small{white-space:nowrap}
  tr.wait{border-left:6px solid #bf8700}
  tr.bad td{background:#fff5f5}
  tr.bad td:first-child,tr.wait td:first-child{box-shadow:none}
- td{display:grid;grid-template-columns:8.5em minmax(0,1fr);gap:8px;border-bottom:1px solid #eaeef2}
+ td{display:grid;grid-template-columns:7.5em minmax(0,1fr);gap:8px;border-bottom:1px solid #eaeef2}
  td::before{content:attr(data-label);font-size:12px;text-transform:uppercase;color:#57606a;font-weight:600}
  .error{max-width:none;min-width:0}
  .id{white-space:normal;overflow-wrap:anywhere}

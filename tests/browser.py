@@ -143,12 +143,12 @@ class Browser:
         return answer["result"].get("value")
 
     def screenshot(self, path: Path, content_only: bool = False) -> bytes:
-        """The viewport as PNG; ``content_only``: cut below the end of the page's content instead."""
+        """The viewport as PNG; ``content_only``: the whole page's content instead."""
         params: dict[str, Any] = {"format": "png"}
-        if content_only:
-            width, height = self.evaluate("[document.documentElement.clientWidth, Math.min("
-                                          "document.documentElement.clientHeight, document.body.scrollHeight)]")
+        if content_only:  # the whole page, however tall, and nothing below it
+            width, height = self.evaluate("[document.documentElement.clientWidth, document.body.scrollHeight]")
             params["clip"] = {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}
+            params["captureBeyondViewport"] = True
         png = base64.b64decode(self.send("Page.captureScreenshot", params)["data"])
         path.write_bytes(png)
         return png

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,9 @@ LAYOUT = """(() => {
           overflowing, rows, scripts: document.scripts.length, banner: document.querySelector('.banner.demo')
           ? document.querySelector('.banner.demo').innerText : null,
           fontSize: parseFloat(getComputedStyle(document.body).fontSize),
-          links: [...document.querySelectorAll('nav a')].map(a => a.href)};
+          links: [...document.querySelectorAll('nav a')].map(a => a.href),
+          table: document.querySelector('.scroll') && [document.querySelector('.scroll').scrollWidth,
+                                                       document.querySelector('.scroll').clientWidth]};
 })()"""
 
 
@@ -91,6 +94,73 @@ def test_status_page_in_chromium(demo_exporter: ExporterProcess, viewport: str, 
     assert [r["cls"] for r in rows[1:]] == ["ok"] * 5, rows[1:]  # the others are healthy
     research = next(r for r in rows if "research" in r["text"])
     assert "failed" in research["text"].lower() and "USD" in research["text"]  # declined card: failed attempts
+
+
+def crowded_page() -> str:
+    """Five endpoints per account, a credit balance column, hostile and long names, a 300-character error."""
+    from collections import Counter
+    from types import SimpleNamespace
+
+    from exporter.collectors.invoice_history import InvoiceData, parse_invoice, totals
+    from exporter.config import Config
+    from exporter.snapshot import EndpointState, SnapshotStore
+    from exporter.status_page import page_for
+
+    now = time.time()
+    endpoints = ["invoice_history", "credit_balance", "spending_limit", "usage_history", "invoice_preview"]
+    names = {"a" * 32: "production", "b" * 32: "legacy", "c" * 32: "research", "d" * 32: "hobby", "f" * 32: "new",
+             "e" * 32: HOSTILE + " and_a_very_long_account_name_without_any_space_" + "x" * 40}
+    store = SnapshotStore()
+    store.set_accounts(names.items(), endpoints)
+    raw = {"id": "in_1", "currency": "usd", "amount_due": 14537, "amount_paid": 0, "amount_remaining": 14537,
+           "status": "open", "created": now - 40 * 86400, "attempt_count": 4, "attempted": True}
+    invoices = tuple(i for i in [parse_invoice(raw)] if i is not None)
+    unpaid, empty = InvoiceData(invoices, totals(invoices)), InvoiceData((), totals(()))
+
+    def ok(data: object, enrolled: bool = True) -> EndpointState:
+        return EndpointState().after_success(data, enrolled, now - 20, 0.1)
+
+    def record(account_id: str, endpoint: str, state: EndpointState) -> None:
+        store.record_poll(account_id, endpoint, state, Counter(), Counter())
+
+    for ep in endpoints:
+        invoice = ep == "invoice_history"
+        record("a" * 32, ep, ok(empty if invoice else SimpleNamespace(balance=182450, auto_topup_failing=False)))
+        record("b" * 32, ep, EndpointState().after_failure("auth", "HTTP 403: [1000] Invalid API Token", now, 0.1))
+        record("c" * 32, ep, ok(unpaid if invoice else SimpleNamespace(balance=3275.5, auto_topup_failing=True)))
+        record("d" * 32, ep, ok(empty if invoice else None, enrolled=invoice))
+    record("e" * 32, "invoice_history", ok(unpaid))
+    record("e" * 32, "credit_balance", ok(SimpleNamespace(balance=100)).after_failure(
+        "timeout", f"timed out {HOSTILE} " + "x" * 400, now, 0.1))
+    return page_for(store.snapshot(), Config(), now=now,
+                    next_polls={(i, ep): now + 100 for i in names for ep in endpoints})
+
+
+HOSTILE = "<script>alert(1)</script>\"'><img src=x onerror=alert(2)>"
+
+
+@pytest.mark.parametrize("viewport", VIEWPORTS)
+def test_a_crowded_hostile_page_in_chromium(viewport: str, tmp_path: Path) -> None:
+    """What the demo does not show yet: every endpoint and the credit column, names and an error message
+    that try to inject markup, unbreakable long words. Nothing runs, nothing overflows, the text is shown."""
+    width, height, mobile = VIEWPORTS[viewport]
+    page = tmp_path / "status.html"
+    page.write_text(crowded_page())
+    with Browser() as browser:
+        browser.open(page.as_uri(), width, height, mobile)
+        layout = browser.evaluate(LAYOUT)
+        images = browser.evaluate("document.images.length")
+        png = browser.screenshot(tmp_path / "crowded.png")
+    assert png_size(png) == (width, height) and png_variety(png) > 0.02
+    assert layout["scripts"] == 0 and images == 0
+    assert layout["scrollWidth"] <= width and layout["overflowing"] == [], layout["overflowing"]
+    if not mobile:  # at 1280 px even this table fits without scrolling sideways in its box
+        assert layout["table"][0] <= layout["table"][1], layout["table"]
+    rows = layout["rows"]
+    assert [r["cls"] for r in rows] == ["bad", "bad", "wait", "ok", "ok", "ok"]
+    assert HOSTILE in rows[0]["text"] and "timeout" in rows[0]["text"]  # the hostile name, as text
+    assert "all 5 endpoints" in rows[1]["text"] and "legacy" in rows[1]["text"]
+    assert "auto top-up failing" in next(r["text"] for r in rows if "research" in r["text"])
 
 
 def test_png_checks_tell_a_blank_image() -> None:
