@@ -260,7 +260,7 @@ def _sort_key(account: AccountState) -> tuple[int, int, str, str]:
     return health[0], 0 if warning else 1, account.name.lower(), account.account_id
 
 
-def _row(account: AccountState, page: PageInput, now: float) -> tuple[str, bool]:
+def _row(account: AccountState, page: PageInput, now: float, with_credit: bool) -> str:
     health = account_health(account)
     divisor = getattr(settings_for(page.config, "invoice_history"), "amount_divisor",
                       page.config.metrics.amount_divisor)
@@ -271,15 +271,14 @@ def _row(account: AccountState, page: PageInput, now: float) -> tuple[str, bool]
         ("Unpaid", _unpaid_cell(account, divisor, now)),
         ("Failed payments", _attempts_cell(account)),
     ]
-    credit = _credit_cell(account, page.config, now)
-    if credit:
-        cells.append(("Credit balance", credit))
+    if with_credit:
+        cells.append(("Credit balance", _credit_cell(account, page.config, now) or '<span class="muted">—</span>'))
     cells += [
         ("Polls", f'{_last_poll_cell(account, now)}<div class="next">{_next_poll_cell(account, page, now)}</div>'),
         ("Last error", _error_cell(account, page.mask, now)),
     ]
     tds = "".join(f'<td data-label="{e(label)}"><div>{content}</div></td>' for label, content in cells)
-    return f'<tr class="{health[3]}">{tds}</tr>', bool(credit)
+    return f'<tr class="{health[3]}">{tds}</tr>'
 
 
 def _intervals(config: Config, endpoints: list[str]) -> str:
@@ -295,8 +294,8 @@ def render_status_page(page: PageInput) -> str:
     now = time.time() if page.now is None else page.now
     accounts = sorted(page.snapshot.accounts.values(), key=_sort_key)
     endpoints = list(dict.fromkeys(ep for a in accounts for ep in a.endpoints))
-    rows = [_row(a, page, now) for a in accounts]
-    with_credit = any(credit for _, credit in rows)
+    with_credit = "credit_balance" in endpoints  # the column exists once that collector does
+    rows = [_row(a, page, now, with_credit) for a in accounts]
     counts: dict[str, int] = {}
     for account in accounts:
         word = account_health(account)[2]
@@ -324,7 +323,7 @@ def render_status_page(page: PageInput) -> str:
                        f"{noun} failing:</strong> {names}. They are listed first.</p>")
     summary = ", ".join(f"{n} {word}" for word, n in sorted(counts.items(), key=lambda kv: kv[0] != "failed"))
     table = (f'<div class="scroll"><table><thead><tr>{"".join(f"<th>{e(h)}</th>" for h in headers)}</tr></thead>'
-             f'<tbody>{"".join(row for row, _ in rows)}</tbody></table></div>' if rows
+             f'<tbody>{"".join(rows)}</tbody></table></div>' if rows
              else '<p class="muted">No accounts to poll (yet): check the config, or discovery.</p>')
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
