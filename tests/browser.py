@@ -25,7 +25,8 @@ from typing import Any
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-extensions", "--hide-scrollbars", "--mute-audio", "--no-default-browser-check"]
+         "--disable-extensions", "--hide-scrollbars", "--mute-audio", "--no-default-browser-check",
+         "--disable-dev-shm-usage"]  # containers often have a tiny /dev/shm
 
 
 class BrowserError(Exception):
