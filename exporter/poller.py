@@ -117,6 +117,18 @@ class Poller:
         else:
             loop.call_soon_threadsafe(self._reconfigure, config)
 
+    def next_polls(self) -> dict[Key, float | None]:
+        """When each (account, endpoint) pair polls next, Unix time (None: its poll is running now).
+
+        A read-only copy of the loop's own schedule, for the status page; empty while the loop is not running
+        (``--once``). Copying a dict or set is atomic under the GIL, so another thread may call this."""
+        if self._loop is None or self._loop.is_closed():
+            return {}
+        running = set(self._running)
+        due = dict(self._due)
+        offset = time.time() - time.monotonic()
+        return {key: None if key in running else at + offset for key, at in due.items()}
+
     def run_once(self) -> bool:
         """Poll every pair once, as fast as the rate limit allows; True if every poll succeeded."""
         return asyncio.run(self._once())

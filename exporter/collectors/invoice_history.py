@@ -60,7 +60,7 @@ class Invoice:
 
 @dataclass(frozen=True)
 class Totals:
-    """The account families, computed once per poll; the landing page reads them too."""
+    """The account families, computed once per poll; the status page reads them too."""
 
     by_status: Mapping[str, int]
     unpaid: int
