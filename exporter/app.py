@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import dataclasses
-import html
 import logging
 import queue
 import signal
@@ -21,18 +20,20 @@ from typing import BinaryIO
 import httpx
 
 from exporter import __version__
-from exporter.collectors.invoice_history import InvoiceData
 from exporter.config import Config, ConfigError, load_config
+from exporter.demo import DEMO_BASE_URL
 from exporter.logs import RedactSecrets
 from exporter.poller import Poller
 from exporter.render import ExporterStatus, Renderer
 from exporter.server import ListenAddress, Response, RouteHandler, WebServers
 from exporter.sharding import validate_sharding
-from exporter.snapshot import Snapshot, SnapshotStore
+from exporter.snapshot import SnapshotStore
+from exporter.status_page import PageInput, render_status_page
 from exporter.webconfig import WebConfig, load_web_config
 
 log = logging.getLogger("exporter")
 RESERVED_PATHS = ("/", "/-/healthy", "/-/ready", "/-/reload")
+STATUS_PAGE_MAX_AGE = 2.0  # seconds a rendered status page is reused while no poll ended
 
 
 def with_sharding(config: Config, shard: int | None, total_shards: int | None, source: str) -> Config:
@@ -71,8 +72,9 @@ class ExporterApp:
         self.poller = Poller(config, self.store, transport)
         self.renderer = Renderer(self.store, lambda: self.status, process_metrics)
         self.telemetry_path = telemetry_path
+        self._status_page_cache: tuple[tuple[int, int], float, bytes] | None = None
         self.routes: Mapping[str, Mapping[str, RouteHandler]] = {
-            "/": {"GET": lambda _: Response(200, self.landing_page().encode(), "text/html; charset=utf-8")},
+            "/": {"GET": lambda _: Response(200, self._status_page_bytes(), "text/html; charset=utf-8")},
             telemetry_path: {"GET": self._metrics},
             "/-/healthy": {"GET": lambda _: Response(200, b"Healthy\n")},
             "/-/ready": {"GET": self._ready},
@@ -101,8 +103,28 @@ class ExporterApp:
         ok, message = self.reload()
         return Response(200 if ok else 500, (message + "\n").encode())
 
-    def landing_page(self) -> str:
-        return landing_page(self.store.snapshot(), self.telemetry_path, self.status.config.metrics.amount_divisor)
+    def _status_page_bytes(self) -> bytes:
+        """The status page, rendered at most once per STATUS_PAGE_MAX_AGE seconds while nothing changed (no poll
+        ended, no reload): 10,000 accounts take about 0.6 s to render, and anyone may reload the page."""
+        key = (self.store.snapshot().version, self.status.generation)
+        cached = self._status_page_cache
+        now = time.monotonic()
+        if cached is not None and cached[0] == key and now - cached[1] < STATUS_PAGE_MAX_AGE:
+            return cached[2]
+        body = self.status_page().encode()
+        self._status_page_cache = (key, now, body)
+        return body
+
+    def status_page(self) -> str:
+        config = self.status.config
+        redact = self._redact
+        if redact is None:  # no logger's redactor (tests, embedding): one from the running config's secrets
+            redact = RedactSecrets()
+            redact.update(config.secrets())
+        return render_status_page(PageInput(
+            self.store.snapshot(), config, self.telemetry_path, self.poller.next_polls(),
+            demo=config.cloudflare.base_url == DEMO_BASE_URL, reload_failed=not self.status.reload_successful,
+            mask=redact.mask))
 
     # --- reload ---
 
@@ -167,41 +189,6 @@ class ExporterApp:
         servers.shutdown()
         self.poller.stop(timeout=1.0)
         return 0
-
-
-def landing_page(snapshot: Snapshot, telemetry_path: str, divisor: float) -> str:
-    """One row per account; the unpaid total is the invoice collector's own totals (computed once per poll)."""
-    rows = []
-    for state in snapshot.accounts.values():
-        endpoints = state.endpoints.values()
-        failed = sorted({f"{e.last_error_reason}" for e in endpoints if e.polled and not e.success})
-        if not state.polled:
-            result = "not polled yet"
-        elif failed:
-            result = f"failed ({', '.join(failed)})"
-        else:
-            result = "ok"
-        times = [e.last_poll_time for e in endpoints if e.last_poll_time]
-        last = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(max(times))) if times else "never"
-        invoices = state.endpoints.get("invoice_history")
-        data = invoices.data if invoices is not None else None
-        unpaid = data.totals.remaining if isinstance(data, InvoiceData) else {}
-        totals = ", ".join(f"{amount / divisor:,.2f} {currency.upper()}"
-                           for currency, amount in unpaid.items() if amount > 0)
-        rows.append("<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in (
-            state.name, state.account_id, last, result, totals or "nothing unpaid")) + "</tr>")
-    path = html.escape(telemetry_path, quote=True)
-    return f"""<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>Cloudflare AI Gateway Exporter</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}</style></head>
-<body><h1>Cloudflare AI Gateway Exporter</h1>
-<p>Version {html.escape(__version__)}. <a href="{path}">Metrics</a> ·
-<a href="/-/healthy">Health</a> · <a href="/-/ready">Readiness</a></p>
-<table><tr><th>Account</th><th>Account ID</th><th>Last poll</th><th>Result</th><th>Unpaid</th></tr>
-{chr(10).join(rows)}
-</table></body></html>
-"""
 
 
 def load_for_flags(config_file: str, shard: int | None, total_shards: int | None) -> Config:

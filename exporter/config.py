@@ -15,7 +15,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -131,6 +131,78 @@ class ShardingConfig:
     total_shards: int = 1
 
 
+# --- collectors (issue 10): the settings of each billing endpoint collector ---------------------------------
+
+COLLECTOR_NAMES = ("invoice_history", "credit_balance", "spending_limit", "usage_history", "invoice_preview")
+
+
+@dataclass(frozen=True)
+class CollectorSettings:
+    """What every endpoint collector has: on or off, its own poll interval (seconds), its amount divisor
+    (API amounts are divided by it: the units of several endpoints are an assumption, see docs/billing.md)."""
+
+    enabled: bool = True
+    interval: float = 300.0
+    amount_divisor: float = 100.0
+
+
+@dataclass(frozen=True)
+class InvoiceHistorySettings(CollectorSettings):
+    """Default interval: poll.interval; default divisor: metrics.amount_divisor."""
+
+
+@dataclass(frozen=True)
+class CreditBalanceSettings(CollectorSettings):
+    interval: float = 60.0
+    payment_method_labels: bool = False  # card brand and last four digits as an info metric: opt-in
+
+
+@dataclass(frozen=True)
+class SpendingLimitSettings(CollectorSettings):
+    pass
+
+
+@dataclass(frozen=True)
+class UsageHistorySettings(CollectorSettings):
+    pass
+
+
+@dataclass(frozen=True)
+class InvoicePreviewSettings(CollectorSettings):
+    interval: float = 900.0
+
+
+@dataclass(frozen=True)
+class CollectorsConfig:
+    invoice_history: InvoiceHistorySettings = InvoiceHistorySettings()
+    credit_balance: CreditBalanceSettings = CreditBalanceSettings()
+    spending_limit: SpendingLimitSettings = SpendingLimitSettings()
+    usage_history: UsageHistorySettings = UsageHistorySettings()
+    invoice_preview: InvoicePreviewSettings = InvoicePreviewSettings()
+
+    @classmethod
+    def following(cls, poll_interval: float, amount_divisor: float) -> CollectorsConfig:
+        """The defaults of a config with this poll.interval and metrics.amount_divisor: invoice_history polls
+        every poll.interval, every collector divides by metrics.amount_divisor (what the loader does for keys
+        the file leaves out; for configs built in code, such as the demo's)."""
+        def follow(settings: Any) -> Any:
+            return replace(settings, amount_divisor=amount_divisor)
+
+        return cls(replace(follow(InvoiceHistorySettings()), interval=poll_interval),
+                   follow(CreditBalanceSettings()), follow(SpendingLimitSettings()),
+                   follow(UsageHistorySettings()), follow(InvoicePreviewSettings()))
+
+    def by_endpoint(self) -> dict[str, CollectorSettings]:
+        """Every collector's settings by endpoint name, in COLLECTOR_NAMES order."""
+        return {name: getattr(self, name) for name in COLLECTOR_NAMES}
+
+    def enabled(self) -> dict[str, CollectorSettings]:
+        return {name: s for name, s in self.by_endpoint().items() if s.enabled}
+
+
+# --- end of the collectors block ----------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class Config:
     cloudflare: CloudflareConfig = CloudflareConfig()
@@ -139,6 +211,7 @@ class Config:
     discovery: DiscoveryConfig = DiscoveryConfig()
     metrics: MetricsConfig = MetricsConfig()
     sharding: ShardingConfig = ShardingConfig()
+    collectors: CollectorsConfig = CollectorsConfig()
     # Accepted but worth telling the operator (e.g. an upper-case account id that was normalised): the CLI
     # logs each at warn level when the config is loaded or reloaded, and --config.check prints them.
     warnings: tuple[str, ...] = field(default=(), compare=False)
@@ -586,7 +659,8 @@ def parse_config(raw: Any, source: str = "config", environ: Mapping[str, str] | 
         doc = load.expand(raw)
     except _TooBig as err:
         raise ConfigError(source, [str(err)]) from None
-    top = load.section(doc, "", ("cloudflare", "poll", "accounts", "discovery", "metrics", "sharding"))
+    top = load.section(doc, "", ("cloudflare", "poll", "accounts", "discovery", "metrics", "sharding",
+                                 "collectors"))
 
     cf_doc = load.section(top.get("cloudflare"), "cloudflare", (
         "base_url", "timeout", "requests_per_second", "max_retries", "per_page", "max_pages", *CREDENTIAL_KEYS,
@@ -645,9 +719,11 @@ def parse_config(raw: Any, source: str = "config", environ: Mapping[str, str] | 
             f"sharding.shard: must be below total_shards ({sharding.total_shards}), got {sharding.shard}"
         )
 
+    collectors = _parse_collectors(load, top.get("collectors"), poll.interval, metrics.amount_divisor)
+
     if load.problems:
         raise ConfigError(source, load.problems)
-    return Config(cloudflare, poll, accounts, discovery, metrics, sharding, tuple(load.warnings))
+    return Config(cloudflare, poll, accounts, discovery, metrics, sharding, collectors, tuple(load.warnings))
 
 
 def _account_id(value: Any) -> str:
@@ -721,6 +797,44 @@ def _parse_accounts(load: _Loader, doc: Any, global_creds: Credentials | None,
             "api_email + api_key), the same per account, or CLOUDFLARE_API_TOKEN in the environment"
         )
     return tuple(accounts)
+
+
+# --- collectors (issue 10) ----------------------------------------------------------------------------------
+
+_COLLECTOR_SETTINGS: dict[str, type[CollectorSettings]] = {
+    "invoice_history": InvoiceHistorySettings,
+    "credit_balance": CreditBalanceSettings,
+    "spending_limit": SpendingLimitSettings,
+    "usage_history": UsageHistorySettings,
+    "invoice_preview": InvoicePreviewSettings,
+}
+_COLLECTOR_KEY_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "enabled": _bool,
+    "interval": _duration(1, 7 * 86400),  # as poll.interval: 1s .. 7d
+    "amount_divisor": _float_range(0, 1e9),  # as metrics.amount_divisor: finite, (0, 1e9]
+    "payment_method_labels": _bool,
+}
+
+
+def _parse_collectors(load: _Loader, doc: Any, poll_interval: float, divisor: float) -> CollectorsConfig:
+    """The ``collectors:`` section. Defaults: every collector on; invoice_history every poll.interval, the others
+    at their own interval (credit_balance 1m, spending_limit and usage_history 5m, invoice_preview 15m); every
+    divisor metrics.amount_divisor. Unknown collectors and keys are refused, each problem with its key path."""
+    section = load.section(doc, "collectors", COLLECTOR_NAMES)
+    parsed: dict[str, CollectorSettings] = {}
+    for name, kind in _COLLECTOR_SETTINGS.items():
+        path = f"collectors.{name}"
+        keys = tuple(f.name for f in fields(kind))
+        item = load.section(section.get(name), path, keys)
+        base = kind(amount_divisor=divisor)
+        if name == "invoice_history":
+            base = replace(base, interval=poll_interval)
+        values = {key: load.value(item, path, key, _COLLECTOR_KEY_PARSERS[key], getattr(base, key)) for key in keys}
+        parsed[name] = kind(**values)
+    return CollectorsConfig(**parsed)  # type: ignore[arg-type]
+
+
+# --- end of the collectors block ----------------------------------------------------------------------------
 
 
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:

@@ -17,6 +17,7 @@ Amounts are in cents, timestamps as the API sends them (usage history and ``last
 from __future__ import annotations
 
 import calendar
+import dataclasses
 import math
 import random
 import string
@@ -28,7 +29,7 @@ from urllib.parse import parse_qsl
 
 import httpx
 
-from exporter.config import AccountConfig, CloudflareConfig, Config, Credentials, PollConfig
+from exporter.config import AccountConfig, CloudflareConfig, CollectorsConfig, Config, Credentials, PollConfig
 
 DEMO_BASE_URL = "https://api.cloudflare.invalid/client/v4"  # never resolved: demo_transport answers it
 DEMO_TOKEN = "demo-token-0c4f6a1e9b2d7f35"  # noqa: S105  (valid only against the demo)
@@ -56,6 +57,7 @@ STAGING_START_BALANCE = 4_500.0  # cents, when the demo starts
 STAGING_BURN_PER_SECOND = 0.25  # cents: 9 USD an hour, zero after 5 hours
 BULK_DAILY_LIMIT = 50_000.0  # cents
 _HOUR, _DAY = 3600.0, 86400.0
+DEMO_POLL_INTERVAL = 30.0
 
 
 @dataclass
@@ -340,6 +342,14 @@ def demo_config(base_url: str = DEMO_BASE_URL) -> Config:
                       Credentials(api_token=DEMO_REVOKED_TOKEN if name == "legacy" else DEMO_TOKEN))
         for name, account_id in DEMO_ACCOUNTS.items()
     )
+    # Shorter intervals than the defaults, so a dashboard shows movement within minutes: the staging balance
+    # every 10 s (its drain has a slope after two polls), everything else every 30 s, the preview every minute.
+    defaults = CollectorsConfig.following(DEMO_POLL_INTERVAL, 100.0)
+    collectors = dataclasses.replace(
+        defaults, credit_balance=dataclasses.replace(defaults.credit_balance, interval=10.0),
+        spending_limit=dataclasses.replace(defaults.spending_limit, interval=DEMO_POLL_INTERVAL),
+        usage_history=dataclasses.replace(defaults.usage_history, interval=DEMO_POLL_INTERVAL),
+        invoice_preview=dataclasses.replace(defaults.invoice_preview, interval=60.0))
     return Config(cloudflare=CloudflareConfig(base_url=base_url, requests_per_second=10, max_retries=2,
                                               credentials=Credentials(api_token=DEMO_TOKEN)),
-                  poll=PollConfig(interval=30.0), accounts=accounts)
+                  poll=PollConfig(interval=DEMO_POLL_INTERVAL), accounts=accounts, collectors=collectors)

@@ -67,6 +67,10 @@ class RedactSecrets(logging.Filter):
         # Longest first: a secret that contains another is masked whole.
         self._secrets = tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
 
+    def mask(self, text: str) -> str:
+        """``text`` with every configured secret replaced by ``<secret>`` (also for text shown outside logs)."""
+        return self._mask(text)
+
     def _mask(self, text: str) -> str:
         for secret in self._secrets:
             if secret in text:

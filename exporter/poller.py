@@ -15,7 +15,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 import httpx
@@ -30,6 +30,15 @@ from exporter.sharding import shard_of
 from exporter.snapshot import EndpointState, SnapshotStore
 
 log = logging.getLogger("exporter.poller")
+BUDGET_WINDOW = 300.0  # Cloudflare counts requests per 5 minutes
+CLOUDFLARE_LIMIT_PER_5M = 1200  # per user, across all of that user's tokens
+
+
+def request_budget(config: Config, collectors: Sequence[EndpointCollector], accounts: int) -> dict[str, float]:
+    """Requests per 5 minutes each enabled collector needs for ``accounts`` accounts at its interval
+    (requests_per_poll x accounts x 300 s / interval; a multi-page invoice history needs more)."""
+    return {c.endpoint: c.requests_per_poll() * accounts * BUDGET_WINDOW / interval_for(config, c.endpoint)
+            for c in collectors}
 Key = tuple[str, str]  # (account_id, endpoint)
 
 
@@ -80,6 +89,7 @@ class Poller:
         self._client: CloudflareClient | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.http_limits: httpx.Limits | None = None
+        self._budget_warned: tuple[float, float] | None = None
         self._rebuild_accounts()
 
     @property
@@ -106,6 +116,18 @@ class Poller:
             self._reconfigure(config)
         else:
             loop.call_soon_threadsafe(self._reconfigure, config)
+
+    def next_polls(self) -> dict[Key, float | None]:
+        """When each (account, endpoint) pair polls next, Unix time (None: its poll is running now).
+
+        A read-only copy of the loop's own schedule, for the status page; empty while the loop is not running
+        (``--once``). Copying a dict or set is atomic under the GIL, so another thread may call this."""
+        if self._loop is None or self._loop.is_closed():
+            return {}
+        running = set(self._running)
+        due = dict(self._due)
+        offset = time.time() - time.monotonic()
+        return {key: None if key in running else at + offset for key, at in due.items()}
 
     def run_once(self) -> bool:
         """Poll every pair once, as fast as the rate limit allows; True if every poll succeeded."""
@@ -297,6 +319,28 @@ class Poller:
         finally:
             await http.aclose()
 
+    def _check_budget(self) -> None:
+        """Warn, with the numbers, when the enabled collectors need more requests than the budget allows."""
+        need = request_budget(self._config, self._collectors, len(self._accounts))
+        total = sum(need.values())
+        budget = self._config.cloudflare.requests_per_second * BUDGET_WINDOW
+        key = (round(total, 1), budget)
+        if key == self._budget_warned:
+            return
+        self._budget_warned = key
+        fields: dict[str, Any] = {
+            "accounts": len(self._accounts), "requests_per_5m_needed": round(total, 1),
+            "requests_per_5m_budget": round(budget, 1),
+            "per_collector": ",".join(f"{e}={n:g}" for e, n in need.items())}
+        if total > budget:
+            log.warning("the enabled collectors need more requests per 5 minutes than cloudflare.requests_per_second "
+                        "allows: polls will run late; lengthen collectors.<name>.interval, turn collectors off or "
+                        "shard the accounts", extra=fields)
+        if total > CLOUDFLARE_LIMIT_PER_5M:
+            log.warning("the enabled collectors need more than Cloudflare's 1,200 requests per 5 minutes per user "
+                        "(shared by all of that user's tokens and the dashboard): expect HTTP 429",
+                        extra={**fields, "cloudflare_limit_per_5m": CLOUDFLARE_LIMIT_PER_5M})
+
     def _rebuild_accounts(self) -> None:
         sharding = self._config.sharding
         listed = {a.id: a for a in self._config.accounts}
@@ -305,15 +349,12 @@ class Poller:
         endpoints = [c.endpoint for c in self._collectors]
         self._store.set_accounts(((a.id, a.name) for a in self._accounts), endpoints)
         count = max(1, len(self._accounts))
-        floor = len(self._accounts) * len(endpoints) / self._config.cloudflare.requests_per_second
-        shortest = min((interval_for(self._config, e) for e in endpoints), default=math.inf)
-        if floor > shortest:
-            log.warning("poll intervals are shorter than one request per account and endpoint at "
-                        "cloudflare.requests_per_second: polls will run late",
-                        extra={"accounts": len(self._accounts), "min_cycle_seconds": round(floor, 1),
-                               "interval_seconds": shortest})
-        self._phase = {(a.id, e): interval_for(self._config, e) * i / count
-                       for e in endpoints for i, a in enumerate(self._accounts)}
+        self._check_budget()
+        # Account i of n starts i/n into each interval; its collectors are spread a further 1/n apart among
+        # themselves, so no two (account, endpoint) pairs of one interval length start together.
+        width = max(1, len(endpoints))
+        self._phase = {(a.id, e): interval_for(self._config, e) * (i + j / width) / count
+                       for j, e in enumerate(endpoints) for i, a in enumerate(self._accounts)}
         now = time.monotonic()
         for account in self._accounts:
             state = self._store.get(account.id)

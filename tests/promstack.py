@@ -98,24 +98,9 @@ def exported_metric_names() -> set[str]:
     return _demo_names
 
 
-# Metrics of the billing collectors (issue 10) that land in parallel with the rules and the dashboard. Until the
-# exporter serves cloudflare_ai_gateway_credit_balance, the checks below accept these names as missing; once it
-# does, every name must be served.
-PENDING_METRICS = frozenset({
-    "cloudflare_ai_gateway_endpoint_enrolled",
-    "cloudflare_ai_gateway_credit_balance",
-    "cloudflare_ai_gateway_payment_method_present",
-    "cloudflare_ai_gateway_auto_topup_threshold",
-    "cloudflare_ai_gateway_auto_topup_amount",
-    "cloudflare_ai_gateway_auto_topup_last_failure_timestamp_seconds",
-    "cloudflare_ai_gateway_auto_topup_failing",
-    "cloudflare_ai_gateway_spending_limit_enabled",
-    "cloudflare_ai_gateway_spending_limit_amount",
-    "cloudflare_ai_gateway_spending_limit_window_usage",
-    "cloudflare_ai_gateway_usage_amount",
-    "cloudflare_ai_gateway_upcoming_invoice_amount_due",
-    "cloudflare_ai_gateway_upcoming_invoice_period_end_timestamp_seconds",
-})
+# Metric names the rules and the dashboard may use before the exporter serves them. Empty: the exporter serves
+# every billing collector (issue 10), so every name the rules and panels use must be served.
+PENDING_METRICS: frozenset[str] = frozenset()
 
 
 def billing_collectors_served() -> bool:

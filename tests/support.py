@@ -19,6 +19,13 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 
 
+# The ``collectors:`` section of a config that polls invoice history alone: for the tests of the invoice path and of
+# behaviour shared by every endpoint (failures, reload, TLS ...), whose request counts and ``value()`` look-ups
+# assume one endpoint per account. tests/test_collectors_e2e.py covers the collectors together.
+INVOICE_HISTORY_ONLY: dict[str, dict[str, bool]] = {
+    name: {"enabled": False} for name in ("credit_balance", "spending_limit", "usage_history", "invoice_preview")}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -83,6 +83,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             invoice(id="in_e2e_paid", amount_due=1500, amount_paid=1500, status="paid", attempt_count=1,
                     attempted=True, created=int(time.time()) - 40 * 86400),
         ])
+        # The e2e account has also spent 120 USD of a 100 USD daily fixed spending limit today.
+        api.set_billing(E2E_ACCOUNT_ID, spending_limit={"amount": 10_000, "duration": "daily", "strategy": "fixed"},
+                        spending_limit_enabled=True, usage=[(time.time() - 60, 12_000.0)])
         api.start()
         started.append(api)
         config = {"cloudflare": {"base_url": api.base_url, "api_token": TOKEN, "requests_per_second": 50},
@@ -196,8 +199,7 @@ def test_failed_payment_reaches_the_billing_owner_survives_a_restart_and_resolve
 def test_credit_and_spending_limit_alerts_for_the_demo_accounts(stack: Stack) -> None:
     """The demo's research account (auto top-up failing), bulk (85% of a daily limit) and staging (credits
     draining without auto top-up) raise the new alerts on the shipped routes; hobby (no Unified Billing) none."""
-    if not billing_collectors_served():
-        pytest.skip("the exporter does not serve the billing collectors (cloudflare_ai_gateway_credit_balance) yet")
+    assert billing_collectors_served(), "the --demo exporter does not serve cloudflare_ai_gateway_credit_balance"
     research, bulk, staging = DEMO_ACCOUNTS["research"], DEMO_ACCOUNTS["bulk"], DEMO_ACCOUNTS["staging"]
     path, alert = _await_alert(
         stack, lambda p, a: _is(a, "CloudflareAIGatewayAutoTopupFailing", "firing", account_id=research),
@@ -213,6 +215,23 @@ def test_credit_and_spending_limit_alerts_for_the_demo_accounts(stack: Stack) ->
     assert path == "/page"
     assert not [a for _, a in stack.receiver.alerts() if a["labels"].get("account") == "hobby"], (
         "an account without Unified Billing raised an alert")
+
+
+def test_spending_limit_reached_pages_and_holds_back_near(stack: Stack) -> None:
+    """The fake's e2e account spent 120% of its daily limit: SpendingLimitReached goes to the pager, and
+    Alertmanager holds SpendingLimitNear of the same account back behind it."""
+    path, alert = _await_alert(
+        stack, lambda p, a: _is(a, "CloudflareAIGatewaySpendingLimitReached", "firing", account_id=E2E_ACCOUNT_ID),
+        ALERT_TIMEOUT, "SpendingLimitReached for the e2e account")
+    assert path == "/page" and alert["labels"]["severity"] == "critical"
+    assert alert["labels"]["duration"] == "daily" and alert["labels"]["strategy"] == "fixed"
+    assert "used 120% of its daily fixed spending limit: 120.00 of 100.00 USD" in alert["annotations"]["description"]
+
+    def near_inhibited() -> bool:
+        alerts = stack.alertmanager.alerts(alertname="CloudflareAIGatewaySpendingLimitNear", account_id=E2E_ACCOUNT_ID)
+        return any(a["status"]["state"] == "suppressed" and a["status"]["inhibitedBy"] for a in alerts)
+
+    wait_for(near_inhibited, ALERT_TIMEOUT, interval=0.2, what="SpendingLimitNear of the e2e account inhibited")
 
 
 def test_warnings_open_tickets_and_a_failed_payment_inhibits_unpaid(stack: Stack) -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import TOKEN, require_binary
 from tests.fakeapi import FakeCloudflareAPI, Fault, invoice
-from tests.support import ExporterProcess, run_once, samples, value, wait_for
+from tests.support import INVOICE_HISTORY_ONLY, ExporterProcess, run_once, samples, value, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -36,6 +36,7 @@ def config_for(api: FakeCloudflareAPI, *accounts: dict[str, Any], **cloudflare: 
                        "max_retries": 1, "timeout": "1s", **cloudflare},
         "poll": {"interval": "1s"},
         "accounts": list(accounts) or [{"id": ACC, "name": "production"}],
+        "collectors": INVOICE_HISTORY_ONLY,
     }
 
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from exporter.collectors.invoice_history import InvoiceHistory
-from exporter.config import AccountConfig, CloudflareConfig, Config, Credentials, PollConfig
+from exporter.config import AccountConfig, CloudflareConfig, CollectorsConfig, Config, Credentials, PollConfig
 from exporter.poller import Poller
 from exporter.snapshot import SnapshotStore
 from tests.support import wait_for
@@ -22,8 +22,17 @@ from tests.support import wait_for
 IDS = [f"{i:032x}" for i in range(1, 7)]
 
 
+def invoice_history_only(interval: float) -> CollectorsConfig:
+    """Every collector off but invoice history, which polls every ``interval``."""
+    defaults = CollectorsConfig.following(interval, 100.0)
+    off: dict[str, Any] = {name: dataclasses.replace(s, enabled=False) for name, s in defaults.by_endpoint().items()
+           if name != "invoice_history"}
+    return dataclasses.replace(defaults, **off)
+
+
 def config(accounts: int = 3, interval: float = 300.0, concurrency: int = 8, rate: float = 50.0) -> Config:
-    return Config(cloudflare=CloudflareConfig(base_url="https://api.test/client/v4", requests_per_second=rate,
+    return Config(collectors=invoice_history_only(interval),
+                  cloudflare=CloudflareConfig(base_url="https://api.test/client/v4", requests_per_second=rate,
                                               max_retries=0),
                   poll=PollConfig(interval=interval, max_concurrency=concurrency),
                   accounts=tuple(AccountConfig(i, f"acc{n}", "all", Credentials(api_token="t"))

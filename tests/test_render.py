@@ -20,7 +20,7 @@ from prometheus_client.registry import Collector
 from exporter.collectors import build_collectors, settings_for
 from exporter.collectors.base import Family
 from exporter.collectors.invoice_history import Invoice, InvoiceData, InvoiceHistory, totals
-from exporter.config import Config, MetricsConfig, ShardingConfig
+from exporter.config import CollectorsConfig, Config, MetricsConfig, ShardingConfig
 from exporter.render import (
     COUNTER_FAMILIES,
     EXPORTER_FAMILIES,
@@ -106,8 +106,10 @@ def reference(snapshot: Snapshot, status: ExporterStatus) -> Collector:
     out = _Families(families)
     for c in collectors:
         for account in snapshot.accounts.values():
-            endpoint_samples(c, (account.account_id, account.name), account.endpoints[c.endpoint],
-                             settings_for(status.config, c.endpoint), out)
+            state = account.endpoints.get(c.endpoint)
+            if state is not None:
+                endpoint_samples(c, (account.account_id, account.name), state,
+                                 settings_for(status.config, c.endpoint), out)
     for account_id in sorted(snapshot.counts):
         count_samples(account_id, snapshot.counts[account_id], out)
     exporter_samples(status, out)
@@ -122,6 +124,7 @@ def test_exposition_is_what_prometheus_client_writes_byte_for_byte() -> None:
                                 invoice_series=rng.choice(["unpaid", "all", "none"]),
                                 invoice_pdf_url=rng.random() < 0.5)
         config = dataclasses.replace(Config(), metrics=metrics,
+                                     collectors=CollectorsConfig.following(300.0, metrics.amount_divisor),
                                      sharding=ShardingConfig(rng.randint(0, 2), 3))
         status = ExporterStatus(config, round_, rng.random() < 0.8, 1.7e9)
         renderer = Renderer(store, lambda status=status: status)  # type: ignore[misc]

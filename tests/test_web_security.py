@@ -33,7 +33,7 @@ import yaml
 
 from tests.conftest import TOKEN, require_binary
 from tests.fakeapi import FakeCloudflareAPI, Fault, invoice
-from tests.support import REPO, ExporterProcess, free_port, value, wait_for
+from tests.support import INVOICE_HISTORY_ONLY, REPO, ExporterProcess, free_port, value, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -125,6 +125,7 @@ def config_for(api: FakeCloudflareAPI, token: str = TOKEN, accounts: list[dict[s
                        "max_retries": 0, "timeout": "2s", **cloudflare},
         "poll": {"interval": "1s"},
         "accounts": accounts or [{"id": ACC, "name": "prod"}],
+        "collectors": INVOICE_HISTORY_ONLY,
     }
 
 

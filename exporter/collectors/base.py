@@ -47,6 +47,8 @@ class EndpointCollector(Protocol):
 
     def render(self, acc: tuple[str, str], data: Any, settings: Any, out: Sink) -> None: ...
 
+    def requests_per_poll(self) -> int: ...  # for the budget check: requests one poll of one account makes
+
 
 def money(value: float, divisor: float) -> float:
     """An amount in API units as major units: 862296 / 100 is 8622.96, not 8622.960000000001."""

@@ -60,7 +60,7 @@ class Invoice:
 
 @dataclass(frozen=True)
 class Totals:
-    """The account families, computed once per poll; the landing page reads them too."""
+    """The account families, computed once per poll; the status page reads them too."""
 
     by_status: Mapping[str, int]
     unpaid: int
@@ -175,6 +175,9 @@ class InvoiceHistory:
                             (*INFO_LABELS, "invoice_pdf_url") if pdf_label else INFO_LABELS)
         self.families: tuple[Family, ...] = (DUE, PAID, REMAINING, ATTEMPTS, CREATED, self.info, ACC_INVOICES,
                                              ACC_UNPAID, ACC_DUE, ACC_REMAINING, ACC_FAILED, ACC_OLDEST)
+
+    def requests_per_poll(self) -> int:
+        return 1  # one page; a history longer than cloudflare.per_page takes one request per page
 
     async def fetch(self, api: AccountApi) -> Fetched:
         raw, pages = await api.get_pages("invoice-history", {"type": api.account.type}, "invoices")

@@ -1,0 +1,89 @@
+"""Strict readers for the billing endpoints' JSON: unknown keys are ignored, a present value of the wrong
+type (or a non-finite number) is refused, an optional value that is missing or null is ``None`` (absent)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+MS_THRESHOLD = 1e11  # a Unix time below this is seconds (1e11 s is the year 5138), at or above it milliseconds
+
+
+class Malformed(Exception):
+    """The answer cannot be used; the collector raises ``api.fail(reason, message)`` with it."""
+
+    def __init__(self, message: str, reason: str = "invalid_response") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def result_object(body: Any, endpoint: str, allow_null: bool = False) -> dict[str, Any] | None:
+    """The envelope's ``result`` object; ``None`` for a null result when ``allow_null``."""
+    result = body.get("result") if isinstance(body, dict) else None
+    if result is None and allow_null:
+        return None
+    if not isinstance(result, dict):
+        raise Malformed(f"{endpoint}: result is not an object (got {type(result).__name__})")
+    return result
+
+
+def finite(value: Any, where: str) -> float:
+    """A JSON number as a finite float. ``true``/``false`` are not numbers; NaN, infinities and numbers too
+    large for a float are refused."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise Malformed(f"{where} is not a number (got {type(value).__name__})")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise Malformed(f"{where} is too large") from None
+    if not math.isfinite(number):
+        raise Malformed(f"{where} is not a finite number ({value!r})")
+    return number
+
+
+def number(obj: dict[str, Any], key: str, where: str, required: bool = False) -> float | None:
+    value = obj.get(key)
+    if value is None:
+        if required:
+            raise Malformed(f"{where}.{key} is missing")
+        return None
+    return finite(value, f"{where}.{key}")
+
+
+def timestamp(obj: dict[str, Any], key: str, where: str, required: bool = False) -> float | None:
+    """A Unix time in seconds, sent as seconds or milliseconds (a value below 1e11 is seconds)."""
+    value = number(obj, key, where, required)
+    if value is None:
+        return None
+    return value if abs(value) < MS_THRESHOLD else value / 1000.0
+
+
+def string(obj: dict[str, Any], key: str, where: str, required: bool = False) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        if required:
+            raise Malformed(f"{where}.{key} is missing")
+        return None
+    if not isinstance(value, str):
+        raise Malformed(f"{where}.{key} is not a string (got {type(value).__name__})")
+    return value
+
+
+def boolean(obj: dict[str, Any], key: str, where: str, required: bool = False) -> bool | None:
+    value = obj.get(key)
+    if value is None:
+        if required:
+            raise Malformed(f"{where}.{key} is missing")
+        return None
+    if not isinstance(value, bool):
+        raise Malformed(f"{where}.{key} is not a boolean (got {type(value).__name__})")
+    return value
+
+
+def optional_object(obj: dict[str, Any], key: str, where: str) -> dict[str, Any] | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise Malformed(f"{where}.{key} is not an object (got {type(value).__name__})")
+    return value
