@@ -6,7 +6,37 @@ import re
 import statistics
 from typing import Any
 
-CHURN_CHANGES = """TODO"""
+CHURN_CHANGES = """\
+The core as merged for issue 9 (each account rendered once per poll, kept pieces with their gzip members) was
+measured with this churn case first (`bench/churn-before-fix.json`: same bench, same machine, the same day; the
+table below puts it next to this run). The gzip scrape Prometheus makes missed the 3x goal while polls ran.
+cProfile on the in-process scrape (`bench/firstscrape.py`) showed where a gzip scrape of the 5.1 MB answer (about
+17,000 gzip members) spent its time: not in compression (a poll's account is compressed once, well under a
+millisecond) but in Python work per account and per chunk on every scrape. Changed in `exporter/render.py` and
+`exporter/server.py`:
+
+- **A scrape after a poll walked all 1,000 accounts** (rebuilt a dict of 1,000 pieces and compared its keys).
+  Now, when the accounts are the same as at the last scrape, only those whose `AccountState` object changed (a
+  poll replaces it whole) are looked at; the check is a list comparison and one identity test per account.
+  A scrape of an unchanged snapshot returns before that.
+- **The API counters' part of the answer was rebuilt on every scrape** (1,000 accounts x 3 families, each piece
+  looked up by family). Now it is kept like the billing part, and a poll's new counters are put in place.
+- **The server walked the 17,000 chunks in Python** to cut them into 256 kB batches, and again to sum the
+  Content-Length. Now `itertools.accumulate` and `bisect` find the batch ends and `sum(map(len, ...))` the length.
+- **Memory:** where each piece sits in a kept answer was a list of `(family, int, int)` tuples per account,
+  about 2 MB per kept answer variant; now one `array` of machine ints per account (0.1 MB). Each gzip member is
+  compressed with a window no larger than the piece and `memLevel` 5: most pieces are one line of about 150
+  bytes, for which zlib's default state (about 270 kB, allocated and freed for each of 17,000 pieces) only
+  fragmented the heap; the compressed size is the same.
+- **The bench:** the two steady connections pause 0.5 to 1.5 s (jitter) before each scrape; with a fixed pause
+  they stayed in step, so every scrape met the other one, which two Prometheus servers with their own offsets do
+  not do. The "before" row below was measured with the same jitter on the unchanged core.
+
+Left as it is: while polls run, the scrape thread shares the interpreter with the poller thread, which parses
+each API answer; at 8 requests/s the gzip scrape waits for it more often (see the table). The gzip answer is a
+member per account and family, so it is larger than one gzip stream of the same text (5.1 MB against about
+3.1 MB): small pieces compress less on their own.\
+"""
 
 
 def _mb(kib: float) -> float:
@@ -178,7 +208,9 @@ Everything runs on loopback, each part in a process of its own, started and stop
   fake's own rate limit is set out of reach: the exporter's budget is what is measured. It records the arrival
   time of every request (`time.monotonic()`, one clock for all processes).
 - **the exporter** as users run it: `python -m exporter --config.file … --web.listen-address 127.0.0.1:PORT`,
-  log level info, `per_page: 100`, `metrics.invoice_series: unpaid`.
+  log level info, `per_page: 100`, `metrics.invoice_series: unpaid`. Items 1, 1b, 2 and 4 measure the invoice
+  exposition (the other four collectors turned off, so the figures compare with earlier runs: they add a few
+  samples per account); item 3 runs the default collectors config.
 - **nginx** (our own process with a generated config: one worker, `sendfile`, no access log) serving a file that
   holds the very bytes the exporter returned (and its gzip answer for the gzip row).
 - **wrk** (one thread) as the load generator, with a small Lua `done()` hook that prints its latency
@@ -217,8 +249,13 @@ Everything runs on loopback, each part in a process of its own, started and stop
    is queueing noise). Figures are medians over the rounds; the control shows how far two identical set-ups
    differ on this machine, the noise the ratio has to be read against. Polls change the snapshot as often in
    every case.
-3. **API efficiency.** `--once` polls every account as fast as `cloudflare.requests_per_second` allows. The fake's
-   request log gives the number of requests (against the pages, the minimum), the busiest one-second window
+3. **API efficiency.** `--once` polls every (account, endpoint) pair once, as fast as
+   `cloudflare.requests_per_second` allows, with the default collectors config (all five collectors), against
+   accounts that use every feature (the demo's "production" billing: credits, auto top-up, an enabled spending
+   limit, hourly usage, an upcoming invoice). The last row is the default budget, 3 requests/s. The fake's
+   request log gives the number of requests by endpoint (against the minimum: one per invoice page, plus
+   credit-balance 1, spending-limit 1, usage-history 2 (one for the spending limit's window, one for usage
+   history) and invoice-preview 1 per account), the busiest one-second window
    (sliding, starting at every request) and the closest two requests. Cycle = first request to last request plus
    one slot (`1 / requests_per_second`); floor = requests / budget. The `--once` wall time (process start, poll,
    render, exit) is shown too.
@@ -275,7 +312,12 @@ noise, not the upstream.
 
 {p['api']}
 
-Every poll cycle makes exactly one request per page. The limiter grants at most `ceil(rate)` requests per window of
+Every poll cycle makes exactly the minimum: one request per invoice page, and one per other endpoint and
+account (two for usage-history), so a cycle of the default collectors config costs an account with one page of
+invoices 6 requests; at the default 3 requests/s that is 2 s of budget per account and cycle (how often each
+collector polls is its interval: see docs/billing.md for the budget per 5 minutes).
+
+The limiter grants at most `ceil(rate)` requests per window of
 `ceil(rate) / rate` seconds plus a 50 ms guard, paced `1 / rate` apart on a grid: the guard absorbs the time
 between a grant and the request's arrival (a new connection, the event loop busy with another account's page),
 so the API never sees more than the budget in any second; it costs at most 5 % of the throughput.

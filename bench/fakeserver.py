@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from exporter.demo import DEMO_ACCOUNTS, demo_billing
 from tests.fakeapi import FakeCloudflareAPI, invoice
 
 TOKEN = "bench-token-5f1c0e7a9d2b"
@@ -67,9 +68,12 @@ def build(accounts: int, per_account: int, unpaid: int, latency: float, per_page
     api = FakeCloudflareAPI(token=TOKEN, default_per_page=per_page, rate_limit=(10**9, 300.0))
     rng = random.Random(f"bench {accounts} {per_account} {unpaid}")
     now = int(time.time())
+    # Every account uses Unified Billing like the demo's "production" account: credits, auto top-up, a
+    # spending limit (so the spending_limit collector also reads usage-history), hourly usage, an upcoming invoice.
+    billing = demo_billing(DEMO_ACCOUNTS["production"], now, now)
     for i in range(accounts):
         api.add_account(account_id(i), account_name(i), make_invoices(rng, i, per_account, unpaid, now),
-                        latency=latency)
+                        latency=latency, billing=billing)
     return api
 
 
@@ -78,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--accounts", type=int, required=True)
     p.add_argument("--invoices-per-account", type=int, required=True)
     p.add_argument("--unpaid-per-account", type=int, default=None, help="default: all of them")
-    p.add_argument("--latency", type=float, default=0.0, help="seconds before each invoice-history answer")
+    p.add_argument("--latency", type=float, default=0.0, help="seconds before each billing answer")
     p.add_argument("--per-page", type=int, default=50, help="the fake's default per_page")
     p.add_argument("--requests-file", type=Path)
     p.add_argument("--max-seconds", type=float, default=600.0, help="exit by itself after this long")

@@ -174,11 +174,20 @@ class Fake:
 # --------------------------------------------------------------------------------------------------------
 
 
+INVOICE_HISTORY_ONLY = {name: {"enabled": False}
+                        for name in ("credit_balance", "spending_limit", "usage_history", "invoice_preview")}
+
+
 def exporter_config(base_url: str, accounts: int, *, rps: float, interval: str = "1h", per_page: int = 100,
-                    max_concurrency: int = 8, invoice_series: str = "unpaid") -> dict[str, Any]:
+                    max_concurrency: int = 8, invoice_series: str = "unpaid",
+                    all_collectors: bool = False) -> dict[str, Any]:
+    """The exporter's config; invoice history alone unless ``all_collectors`` (then the default collectors
+    config: all five, each at its default interval)."""
     from bench.fakeserver import account_id, account_name
 
+    collectors = {} if all_collectors else {"collectors": INVOICE_HISTORY_ONLY}
     return {
+        **collectors,
         "cloudflare": {"base_url": base_url, "api_token": TOKEN, "requests_per_second": rps,
                        "per_page": per_page, "max_retries": 1, "timeout": "30s"},
         "poll": {"interval": interval, "max_concurrency": max_concurrency},

@@ -77,7 +77,7 @@ FULL = Plan(
     wrk_seconds=3.0, gzip_seconds=2.0,
     upstream_accounts=8, upstream_invoices=100, upstream_interval=10.0, upstream_latency=5.0,
     upstream_seconds=5.0, upstream_rounds=4,
-    api_cases=((1_000, 10, 50.0), (20, 500, 10.0)),
+    api_cases=((200, 10, 50.0), (20, 500, 10.0), (20, 20, 3.0)),
     memory_cases=((1_000, 20, 20), (1_000, 20, 1)),
     idle_seconds=10.0,
 )
@@ -88,7 +88,7 @@ QUICK = Plan(
     wrk_seconds=2.0, gzip_seconds=1.0,
     upstream_accounts=8, upstream_invoices=100, upstream_interval=6.0, upstream_latency=5.0,
     upstream_seconds=3.0, upstream_rounds=2,
-    api_cases=((200, 10, 50.0),),
+    api_cases=((50, 10, 50.0), (10, 20, 3.0)),
     memory_cases=((1_000, 20, 20),),
     idle_seconds=5.0,
     churn_rates=(3.0,), churn_steady_seconds=8.0, churn_saturated_seconds=2.0,
@@ -105,6 +105,16 @@ def pages(invoices: int, per_page: int = PER_PAGE) -> int:
 
 def history_requests(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in records if r["path"].endswith("/invoice-history")]
+
+
+# Requests one poll cycle of one account makes besides its invoice pages, with the default collectors config
+# and an account that uses every feature (docs/billing.md): credit-balance 1, spending-limit 2 (the limit, and
+# usage-history for the spend in its window), usage-history 1, invoice-preview 1.
+OTHER_REQUESTS_PER_ACCOUNT = {"credit-balance": 1, "spending-limit": 1, "usage-history": 2, "invoice-preview": 1}
+
+
+def billing_requests(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in records if "/ai-gateway/billing/" in r["path"]]
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -329,14 +339,17 @@ def max_in_window(times: list[float], window: float = 1.0) -> int:
 
 
 def api_case(children: h.Children, wd: Path, accounts: int, per_account: int, rps: float) -> dict[str, Any]:
+    """``--once`` with the default collectors config (all five) against accounts that use every feature."""
     fake = h.Fake(children, wd, accounts, per_account)
     config_path = wd / f"once-{accounts}-{per_account}.yaml"
     import yaml
 
-    config = h.exporter_config(fake.base_url, accounts, rps=rps, per_page=PER_PAGE)
+    config = h.exporter_config(fake.base_url, accounts, rps=rps, per_page=PER_PAGE, all_collectors=True)
     config_path.write_text(yaml.safe_dump(config))
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDFLARE_")}
-    floor = accounts * pages(per_account) / rps
+    minimum = {"invoice-history": accounts * pages(per_account),
+               **{path: accounts * n for path, n in OTHER_REQUESTS_PER_ACCOUNT.items()}}
+    floor = sum(minimum.values()) / rps
     started = time.monotonic()
     try:
         with (wd / "once.out").open("wb") as stdout, (wd / "once.log").open("wb") as stderr:
@@ -346,15 +359,18 @@ def api_case(children: h.Children, wd: Path, accounts: int, per_account: int, rp
         wall = time.monotonic() - started
     finally:
         records = fake.stop()
-    history = history_requests(records)
-    times = sorted(r["time"] for r in history)
+    billing = billing_requests(records)
+    by_endpoint = {path: sum(1 for r in billing if r["path"].endswith("/" + path)) for path in minimum}
+    times = sorted(r["time"] for r in billing)
     gaps = [b - a for a, b in itertools.pairwise(times)]
     span = times[-1] - times[0] if times else 0.0
     cycle = span + 1.0 / rps  # first request to the slot after the last: the budget time the cycle used
     return {
         "accounts": accounts, "invoices_per_account": per_account, "requests_per_second": rps,
-        "exit_code": done.returncode, "requests": len(history), "pages_min": accounts * pages(per_account),
-        "statuses": sorted({r["status"] for r in history}),
+        "collectors": "default (all five)", "exit_code": done.returncode, "requests": len(billing),
+        "pages_min": sum(minimum.values()), "invoice_pages": accounts * pages(per_account),
+        "by_endpoint": by_endpoint, "minimum_by_endpoint": minimum,
+        "statuses": sorted({r["status"] for r in billing}),
         "floor_seconds": floor, "cycle_seconds": cycle, "cycle_ratio": cycle / floor,
         "once_wall_seconds": wall, "once_wall_ratio": wall / floor,
         "max_requests_in_1s": max_in_window(times), "min_gap_ms": min(gaps) * 1e3 if gaps else None,
@@ -475,7 +491,8 @@ def run(plan: Plan, parts: tuple[str, ...] = PARTS) -> dict[str, Any]:
                 log(f"upstream: fakes answering in 0 s, in {plan.upstream_latency:g} s and in 0 s (control)")
                 results["upstream"] = upstream_cases(children, wd, plan)
             for accounts, per_account, rps in (plan.api_cases if "api" in parts else ()):
-                log(f"api: {accounts} accounts x {pages(per_account)} pages at {rps:g} requests/s (--once)")
+                log(f"api: {accounts} accounts x {pages(per_account)} invoice pages, all collectors, at {rps:g} "
+                    "requests/s (--once)")
                 results["api"].append(api_case(children, wd, accounts, per_account, rps))
             for accounts, per_account, unpaid in (plan.memory_cases if "memory" in parts else ()):
                 log(f"memory: {accounts} accounts x {per_account} invoices, {unpaid} unpaid each")
