@@ -69,7 +69,7 @@ class ExporterApp:
         self.status = ExporterStatus(config, 0, True, time.time())
         self.store = SnapshotStore()
         self.poller = Poller(config, self.store, transport)
-        self.renderer = Renderer(self.store, lambda: self.status, process_metrics)
+        self.renderer = Renderer(self.store, lambda: self.status, process_metrics, lambda: self.poller.limiter.pauses)
         self.telemetry_path = telemetry_path
         self.routes: Mapping[str, Mapping[str, RouteHandler]] = {
             "/": {"GET": lambda _: Response(200, self.landing_page().encode(), "text/html; charset=utf-8")},

@@ -234,7 +234,7 @@ class Poller:
                          counts, fetched.skipped)
             fields.update(fetched.summary, enrolled=fetched.enrolled, duration_seconds=round(duration, 3))
             if fetched.skipped:
-                log.warning("poll succeeded, malformed items skipped",
+                log.warning("poll succeeded, malformed or duplicate items left out",
                             extra={**fields, "skipped": fetched.skipped, "reason": "invalid_response"})
             else:
                 log.info("poll succeeded", extra=fields)
@@ -274,6 +274,7 @@ class Poller:
         self._config = config
         self._collectors = build_collectors(config)
         self._limiter.set_rate(config.cloudflare.requests_per_second)  # the one budget, resized in place
+        self._limiter.cap_pause()  # a pause the API asked for stays, never longer than ratelimit.MAX_PAUSE
         if not config.discovery.enabled:
             self._discovered = []
         self._next_discovery = 0.0

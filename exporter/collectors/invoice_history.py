@@ -127,7 +127,7 @@ def parse_invoice(raw: Any) -> Invoice | None:
         if raw.get(key) is not None and not _finite(raw[key]):
             return None
     invoice_id = raw.get("id") or "noid-" + hashlib.sha256(
-        json.dumps(raw, sort_keys=True).encode()).hexdigest()[:16]
+        json.dumps(raw, sort_keys=True, default=repr).encode()).hexdigest()[:16]
     return Invoice(
         id=invoice_id,
         currency=currency.strip().lower(),
@@ -177,12 +177,19 @@ class InvoiceHistory:
                                              ACC_UNPAID, ACC_DUE, ACC_REMAINING, ACC_FAILED, ACC_OLDEST)
 
     async def fetch(self, api: AccountApi) -> Fetched:
-        raw, pages = await api.get_pages("invoice-history", {"type": api.account.type}, "invoices")
-        parsed = [parse_invoice(item) for item in raw]
-        invoices = tuple(inv for inv in parsed if inv is not None)
+        parsed, pages = await api.get_pages("invoice-history", {"type": api.account.type}, "invoices",
+                                            parse_invoice)
+        # The same id on two pages (an invoice arriving between page fetches shifts offset pages): kept once,
+        # the later copy, and counted with the malformed ones in api_invalid_invoices_total.
+        by_id = {inv.id: inv for inv in parsed if inv is not None}
+        invoices = tuple(by_id.values())
+        malformed = sum(inv is None for inv in parsed)
+        duplicates = len(parsed) - malformed - len(invoices)
         data = InvoiceData(invoices, totals(invoices))
-        return Fetched(data, skipped=len(parsed) - len(invoices),
-                       summary={"invoices": len(invoices), "unpaid": data.totals.unpaid, "pages": pages})
+        summary = {"invoices": len(invoices), "unpaid": data.totals.unpaid, "pages": pages}
+        if duplicates:
+            summary["duplicate_invoices"] = duplicates
+        return Fetched(data, skipped=malformed + duplicates, summary=summary)
 
     def render(self, acc: tuple[str, str], data: Any, settings: Any, out: Sink) -> None:
         assert isinstance(data, InvoiceData) and isinstance(settings, MetricsConfig)
