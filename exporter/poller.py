@@ -80,6 +80,7 @@ class Poller:
         self._client: CloudflareClient | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.http_limits: httpx.Limits | None = None
+        self.discovered_ok = True  # the last discovery (if enabled) succeeded
         self._rebuild_accounts()
 
     @property
@@ -200,6 +201,7 @@ class Poller:
         assert self._client is not None
         try:
             discovered = await self._discover() if self._config.discovery.enabled else True
+            self.discovered_ok = discovered
             results = await asyncio.gather(*(self.poll(a, c) for a, c in self._pairs()))
             return discovered and all(results)
         finally:
@@ -266,8 +268,22 @@ class Poller:
         self._discovered = [AccountConfig(account_id, name, "all", creds)
                             for account_id, name in found if discovery.selects(account_id, name)]
         log.info("account discovery succeeded", extra={"found": len(found), "selected": len(self._discovered)})
+        self._warn_duplicate_names()
         self._rebuild_accounts()
         return True
+
+    def _warn_duplicate_names(self) -> None:
+        """A discovered account named like another account (configured or discovered): its ``account`` label
+        is ambiguous; the ``account_id`` label still tells them apart. Warned at every discovery."""
+        listed = {a.id for a in self._config.accounts}
+        names: dict[str, list[str]] = {}
+        for account in [*self._config.accounts, *(a for a in self._discovered if a.id not in listed)]:
+            names.setdefault(account.name, []).append(account.id)
+        for name, ids in names.items():
+            if len(ids) > 1:
+                log.warning("accounts share a name: the account label is ambiguous, use account_id to tell them "
+                            "apart (or give the configured account another name)",
+                            extra={"account": name, "account_ids": ",".join(ids)})
 
     def _reconfigure(self, config: Config) -> None:
         old = self._config

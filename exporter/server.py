@@ -404,6 +404,8 @@ class _Server(HTTPServer):
 
     def server_close(self) -> None:
         super().server_close()
+        if not hasattr(self, "_jobs"):  # bind failed in __init__: nothing else was made
+            return
         for _ in self._threads:
             self._jobs.put(None)
         for conn in list(self._waiting.values()):
@@ -545,21 +547,41 @@ class Handler(BaseHTTPRequestHandler):
         return False
 
 
+class ListenError(Exception):
+    """An address that cannot be listened on: ``address`` as given, ``reason`` the system's words."""
+
+    def __init__(self, address: ListenAddress, err: OSError) -> None:
+        self.address = address
+        self.reason = err.strerror or str(err)
+        super().__init__(f"cannot listen on {address}: {self.reason}")
+
+
 def _bind(address: ListenAddress, app: WebApp) -> _Server:
     try:
         return _Server(address, Handler, app)
-    except OSError:
+    except OSError as err:
         if address.host != "::":
-            raise
+            raise ListenError(address, err) from None
         # ":port" on a host without IPv6 (some containers): every IPv4 interface instead.
-        return _Server(ListenAddress("0.0.0.0", address.port, socket.AF_INET), Handler, app)
+        fallback = ListenAddress("0.0.0.0", address.port, socket.AF_INET)
+        try:
+            return _Server(fallback, Handler, app)
+        except OSError as again:
+            raise ListenError(address, again) from None
 
 
 class WebServers:
     """One server thread per listen address; ``shutdown`` stops them all."""
 
     def __init__(self, app: WebApp, addresses: list[ListenAddress]) -> None:
-        self._servers = [_bind(address, app) for address in addresses]
+        self._servers: list[_Server] = []
+        try:
+            for address in addresses:
+                self._servers.append(_bind(address, app))
+        except ListenError:
+            for server in self._servers:
+                server.server_close()
+            raise
         self._threads: list[threading.Thread] = []
 
     @property
