@@ -105,7 +105,7 @@ def _check_depth(value: Any) -> None:
         stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
 
 
-def parse_body(data: bytes) -> Any:
+def parse_body(data: bytes | bytearray) -> Any:
     """An answer's bytes as JSON, refused or repaired at the edge: text that is not UTF-8 and lone surrogates
     become U+FFFD; non-finite numbers and huge integers become REFUSED; too deep nesting is refused."""
     text = data.decode("utf-8", errors="replace")
@@ -122,7 +122,7 @@ def parse_body(data: bytes) -> Any:
     return value
 
 
-async def read_body(response: httpx.Response, limit: int = MAX_RESPONSE_BYTES) -> bytes:
+async def read_body(response: httpx.Response, limit: int = MAX_RESPONSE_BYTES) -> bytes | bytearray:
     """The body, at most ``limit`` bytes as received and once decompressed; stops reading at the limit,
     and decompresses at most ``limit`` + 1 bytes (a gzip bomb never gets further)."""
     if response.is_stream_consumed:  # built in memory (httpx.MockTransport: tests, the demo): already decoded
@@ -159,7 +159,7 @@ async def read_body(response: httpx.Response, limit: int = MAX_RESPONSE_BYTES) -
                 data = decompressor.unconsumed_tail
         except zlib.error as err:
             raise BadBody(f"the {encoding} body cannot be decompressed ({err})") from None
-    return bytes(out)
+    return out  # not copied: one body in memory per request in flight
 
 
 def _connection_message(url: httpx.URL, err: Exception) -> str:
@@ -177,7 +177,9 @@ def _connection_message(url: httpx.URL, err: Exception) -> str:
         cause = cause.__cause__ or cause.__context__
     if not why:
         why = f"{type(err).__name__}: {str(err)[:200]}" if str(err) else type(err).__name__
-    return f"cannot connect to {url.host}:{port}: {why}"
+    if isinstance(err, httpx.ConnectError):
+        return f"cannot connect to {url.host}:{port}: {why}"
+    return f"connection to {url.host}:{port} failed: {why}"
 
 RequestRecorder = Callable[[str, "str | None"], None]
 """Called once per HTTP attempt: (HTTP status as str, or "error" when no response came; the
@@ -311,7 +313,7 @@ class CloudflareClient:
         except BadBody as err:
             record(str(status), "invalid_response")
             raise ApiError("invalid_response", f"HTTP {status}: {err}", status=status) from None
-        except httpx.TransportError as err:
+        except httpx.RequestError as err:  # refused, reset, DNS, TLS, a malformed or oversized header...
             record(str(status) if status else "error", "connection")
             raise ApiError("connection", _connection_message(url, err), retryable=True) from None
         code = str(status)

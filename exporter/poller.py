@@ -221,6 +221,8 @@ class Poller:
             except Exception as err:  # an ApiError, or a bug of ours: keep the loop and the last good data
                 duration = time.monotonic() - started
                 reason = err.reason if isinstance(err, ApiError) else "internal"
+                if not isinstance(err, ApiError):
+                    counts.errors["internal"] += 1  # a bug of ours: counted too, never a silent failure
                 message = str(err) if isinstance(err, ApiError) else f"{type(err).__name__} (a bug: see the log)"
                 self._record(account.id, collector.endpoint,
                              lambda s: s.after_failure(reason, message, time.time(), duration), counts)

@@ -212,3 +212,18 @@ def test_an_unsupported_content_encoding_is_an_invalid_response() -> None:
             b"HTTP/1.1 200 OK\r\nContent-Encoding: compress\r\nContent-Length: 2\r\n\r\n{}")) as server:
         err, _counts, _ = over_network(server.base_url, get, max_retries=0)
     assert isinstance(err, ApiError) and err.reason == "invalid_response" and "content-encoding" in str(err)
+
+
+def test_pauses_are_exported_per_header() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from exporter.config import Config
+    from exporter.render import ExporterStatus, Renderer
+    from exporter.snapshot import SnapshotStore
+
+    renderer = Renderer(SnapshotStore(), lambda: ExporterStatus(Config()), pauses=lambda: {"retry-after": 2})
+    text = renderer.render().body.decode()
+    [family] = [f for f in text_string_to_metric_families(text) if f.name == "cloudflare_ai_gateway_api_pauses"]
+    assert family.type == "counter"
+    assert [(s.labels, s.value) for s in family.samples if s.name.endswith("_total")] == [
+        ({"header": "retry-after"}, 2.0)]

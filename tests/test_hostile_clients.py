@@ -191,12 +191,16 @@ def test_metrics_answer_while_1100_idle_sockets_are_open(demo_exporter: Any, des
             except OSError:
                 break
         assert len(idle) == 1100
+        slowest = 0.0
         for _ in range(3):
             started = time.monotonic()
             answer = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
             assert answer.status_code == 200 and "cloudflare_ai_gateway_poll_success" in answer.text
-            assert time.monotonic() - started < 2.0
-        assert _threads(proc.pid) <= before + MAX_HANDLER_THREADS
+            slowest = max(slowest, time.monotonic() - started)
+        assert slowest < 2.0
+        threads = _threads(proc.pid)
+        print(f"1,100 idle sockets: slowest /metrics {slowest * 1000:.0f} ms, threads {before} -> {threads}")
+        assert threads <= before + MAX_HANDLER_THREADS
     finally:
         for sock in idle:
             sock.close()
@@ -219,6 +223,7 @@ def test_300_trickling_clients_do_not_grow_threads_and_a_scraper_is_answered(dem
             assert httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).status_code == 200
             assert time.monotonic() - started < 2.0
         peak = max(peak, _threads(proc.pid))
+        print(f"300 trickling clients: threads {before} -> {peak}")
         assert peak <= before + MAX_HANDLER_THREADS
     finally:
         stop.set()
