@@ -449,10 +449,13 @@ class Handler(BaseHTTPRequestHandler):
         self.rfile = reader  # type: ignore[assignment]
         self.wfile = _Writer(self.connection)  # type: ignore[assignment]
         self.close_connection = True
+        # what an error answer needs before the request line is parsed (a request line too long to read)
+        self.command, self.request_version, self.requestline = "", "HTTP/1.1", ""
         try:
             self.handle_one_request()
         except HeadTooLarge as err:
             self.send_error(431, "Request Header Fields Too Large", str(err))
+            self.linger()
             return False
         except TimeoutError:
             log.debug("request not complete in time", extra={"client": self.client_address[0],
@@ -460,8 +463,20 @@ class Handler(BaseHTTPRequestHandler):
             return False
         return not self.close_connection
 
+    def linger(self) -> None:
+        """After an error answer to a client still sending: stop writing, read a little of what it sends, so
+        closing does not reset the connection before the client reads the answer (at most 0.5 s, 256 kB)."""
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(0.5)
+            for _ in range(4):
+                if not self.connection.recv(65536):
+                    break
+
     def parse_request(self) -> bool:
         ok = super().parse_request()
+        if not ok and self.close_connection:
+            self.linger()
         if isinstance(self.rfile, _Reader):
             self.rfile.head_left = None  # the head is read: the body has its own limit
         return ok
@@ -516,6 +531,7 @@ class Handler(BaseHTTPRequestHandler):
         if not self._discard_body():
             self.close_connection = True
             self._send(413, f"Request body larger than {MAX_BODY} bytes\n".encode())
+            self.linger()
             return
         self._dispatch("POST")
 

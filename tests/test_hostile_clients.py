@@ -71,6 +71,8 @@ def test_a_huge_request_head_gets_431(served: tuple[str, WebServers]) -> None:
     url, _ = served
     answer = raw_exchange(url, b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 431")
+    long_line = raw_exchange(url, b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert long_line.startswith(b"HTTP/1.1 431")
     many = b"".join(b"X-H%d: v\r\n" % i for i in range(150))
     assert raw_exchange(url, b"GET /metrics HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n").startswith(b"HTTP/1.1 431")
 
