@@ -227,3 +227,10 @@ def test_pauses_are_exported_per_header() -> None:
     assert family.type == "counter"
     assert [(s.labels, s.value) for s in family.samples if s.name.endswith("_total")] == [
         ({"header": "retry-after"}, 2.0)]
+
+
+def test_an_invoice_with_a_huge_label_value_is_left_out_and_counted() -> None:
+    handler, _ = sequence(page([invoice(1), invoice(2, id="in_" + "x" * 500_000), invoice(3, currency="u" * 100)],
+                               1, False))
+    fetched, _, _, _ = run(handler, InvoiceHistory().fetch)
+    assert [i.id for i in fetched.data.invoices] == ["in_1"] and fetched.skipped == 2

@@ -107,6 +107,11 @@ _OPTIONAL_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
+# Longest text kept per field: each is a label value on several series (a real invoice id has ~30 characters).
+MAX_TEXT = {"id": 200, "currency": 16, "status": 64, "created_by": 200, "invoice_origin": 200, "invoice_pdf": 2048,
+            "description": 10_000}
+
+
 def _finite(value: Any) -> bool:
     return is_number(value) and math.isfinite(value)
 
@@ -126,6 +131,8 @@ def parse_invoice(raw: Any) -> Invoice | None:
     for key in ("attempt_count", "created"):
         if raw.get(key) is not None and not _finite(raw[key]):
             return None
+    if any(isinstance(raw.get(key), str) and len(raw[key]) > limit for key, limit in MAX_TEXT.items()):
+        return None  # a label value of megabytes, repeated on every series of the invoice
     invoice_id = raw.get("id") or "noid-" + hashlib.sha256(
         json.dumps(raw, sort_keys=True, default=repr).encode()).hexdigest()[:16]
     return Invoice(
