@@ -45,6 +45,7 @@ MAX_ERROR_ENTRIES = 5  # `errors` entries of one answer kept in a message; the r
 MAX_JSON_DEPTH = 32  # nesting of objects and arrays (the billing answers need 5)
 MAX_INT_DIGITS = 300  # a longer integer cannot be a float: it is refused like 1e400
 MAX_NAME_CHARS = 200  # an account name from discovery is cut to this length
+MAX_DISCOVERED_ACCOUNTS = 10_000  # accounts one discovery may list
 _SURROGATE_ESCAPE_RE = re.compile(r"\\u[dD][89a-fA-F]")
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
@@ -382,6 +383,9 @@ class CloudflareClient:
             result = body.get("result")
             if not isinstance(result, list):
                 raise error("invalid_response", "GET /accounts: result is not a list")
+            if len(result) > MAX_ITEMS_PER_PAGE or len(found) + len(result) > MAX_DISCOVERED_ACCOUNTS:
+                raise error("invalid_response", f"GET /accounts: more than {MAX_ITEMS_PER_PAGE:,} accounts in a page "
+                            f"or {MAX_DISCOVERED_ACCOUNTS:,} in all, the limits")
             for item in result:
                 if isinstance(item, dict) and isinstance(item.get("id"), str) and ACCOUNT_ID_RE.match(item["id"]):
                     name = item.get("name")

@@ -234,3 +234,21 @@ def test_an_invoice_with_a_huge_label_value_is_left_out_and_counted() -> None:
                                1, False))
     fetched, _, _, _ = run(handler, InvoiceHistory().fetch)
     assert [i.id for i in fetched.data.invoices] == ["in_1"] and fetched.skipped == 2
+
+
+def test_discovery_listing_more_accounts_than_the_limit_fails_and_keeps_nothing_new() -> None:
+    listed = [{"id": f"{n:032x}", "name": f"a{n}"} for n in range(1001)]
+    handler, _ = sequence(httpx.Response(200, json={"success": True, "result": listed,
+                                                    "result_info": {"total_pages": 1}}))
+    counts = PollCounts()
+
+    async def go() -> Any:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+            client = CloudflareClient(CloudflareConfig(), RateLimiter(100), http)
+            try:
+                return await client.list_accounts(Credentials(api_token=TOKEN), counts.record, counts.fail)
+            except ApiError as err:
+                return err
+
+    err = asyncio.run(go())
+    assert isinstance(err, ApiError) and err.reason == "invalid_response" and counts.errors == {"invalid_response": 1}
