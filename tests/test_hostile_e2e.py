@@ -38,26 +38,32 @@ def padded_page(n_items: int, pad: int) -> bytes:
 
 def test_one_poisoned_account_fails_alone_counted_with_its_last_good_data_kept(
         fake_api: FakeCloudflareAPI, exporter_factory: Callable[..., ExporterProcess]) -> None:
-    for n, account_id in enumerate(IDS[:4]):
+    for n, account_id in enumerate(IDS[:5]):
         fake_api.add_account(account_id, f"acc{n}", [invoice(id=f"in_{n}", amount_due=500, created=1700000000)])
-    exporter = exporter_factory(config(fake_api, IDS[:4]))
+    exporter = exporter_factory(config(fake_api, IDS[:5]))
     first = exporter.metrics()
     assert value(first, "cloudflare_ai_gateway_poll_success", account_id=IDS[3]) == 1
     poisons = {
-        IDS[0]: [Fault.gzip_bomb()] * 3,
+        IDS[0]: [Fault.gzip_bomb()] * 3,  # each fault fails one poll (max_retries 0): the account recovers after
         IDS[1]: [Fault.raw(b'{"success": true, "result": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")] * 3,
         IDS[2]: [Fault.errors_flood()] * 3,
+        IDS[4]: [Fault.drip(1.0)] * 3,  # a per-read timeout never fires; cloudflare.timeout (3s) does
     }
     for account_id, faults in poisons.items():
         fake_api.inject(account_id, *faults)
 
-    def all_failed(text: str) -> bool:
-        return all(value(text, "cloudflare_ai_gateway_poll_success", account_id=i) == 0 for i in poisons)
+    reasons = {IDS[0]: "invalid_response", IDS[1]: "invalid_response", IDS[2]: "api_error", IDS[4]: "timeout"}
 
-    text = exporter.wait_metrics(all_failed, what="the three poisoned accounts failing")
-    for account_id, reason in ((IDS[0], "invalid_response"), (IDS[1], "invalid_response"), (IDS[2], "api_error")):
-        assert (value(text, "cloudflare_ai_gateway_api_errors_total", account_id=account_id, reason=reason) or 0) >= 1
-        # the last good data stays
+    seen_failing: set[str] = set()
+
+    def all_failed(text: str) -> bool:
+        seen_failing.update(i for i in reasons if value(text, "cloudflare_ai_gateway_poll_success", account_id=i) == 0)
+        counted = all((value(text, "cloudflare_ai_gateway_api_errors_total", account_id=i, reason=r) or 0) >= 1
+                      for i, r in reasons.items())
+        return counted and seen_failing == set(reasons)
+
+    text = exporter.wait_metrics(all_failed, what="every poisoned account's failure counted")
+    for account_id in reasons:  # the last good data stays, whatever the poll's state now
         assert value(text, "cloudflare_ai_gateway_account_amount_due", account_id=account_id, currency="usd") == 5.0
     assert value(text, "cloudflare_ai_gateway_api_errors_total", reason="internal") is None
     healthy_before = value(text, "cloudflare_ai_gateway_poll_last_success_timestamp_seconds", account_id=IDS[3])
