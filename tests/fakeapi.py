@@ -19,6 +19,7 @@ Typical use in a test::
         api.set_billing("023e105f4ecef8ad9ca31a8372d0c353", balance=5000, has_default_payment_method=True)
         api.inject(None, Fault.server_error(), Fault.rate_limited(retry_after=1))
         api.inject(None, Fault.api_error(1004, "Not found", status=404), endpoint="invoice_preview")
+        api.inject(ACCOUNT, Fault.gzip_bomb(), Fault.drip(1.0), Fault.errors_flood())  # hostile answers
         ...  # point the exporter at api.base_url with bearer token "fake-api-token"
         assert [r.status for r in api.requests_for(ACCOUNT, "invoice_history")] == [502, 429, 200]
         assert api.writes() == []
