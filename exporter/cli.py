@@ -8,9 +8,9 @@ import sys
 from collections.abc import Sequence
 
 from exporter import __version__
-from exporter.app import ExporterApp, check_telemetry_path, load_for_flags, with_sharding
+from exporter.app import ExporterApp, check_telemetry_path, load_for_flags, plural, with_sharding
 from exporter.config import Config, ConfigError
-from exporter.demo import DEMO_BASE_URL, demo_config, demo_transport
+from exporter.demo import DEMO_ACCOUNTS, DEMO_BASE_URL, demo_config, demo_transport
 from exporter.logs import LEVELS, setup_logging
 from exporter.server import parse_listen_address
 from exporter.webconfig import load_web_config
@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="path for the metrics (default: %(default)s)")
     p.add_argument("--web.config.file", dest="web_config_file", metavar="PATH",
                    help="exporter-toolkit web config: TLS and basic auth")
+    p.add_argument("--web.enable-lifecycle", dest="enable_lifecycle", action="store_true",
+                   help="allow POST /-/reload (as Prometheus' flag); SIGHUP reloads either way")
     p.add_argument("--log.level", dest="log_level", default="info", choices=list(LEVELS))
     p.add_argument("--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"])
     p.add_argument("--once", action="store_true",
@@ -59,8 +61,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         redact.update(config.secrets())
         transport = demo_transport() if args.demo else None
         if args.config_check:
-            load_web_config(args.web_config_file)
-            print(f"{args.config_file}: OK ({len(config.accounts)} accounts, discovery "
+            web_config = load_web_config(args.web_config_file)
+            for warning in config.warnings:
+                print(f"{args.config_file}: warning: {warning}")
+            for warning in web_config.warnings:
+                print(f"{args.web_config_file}: warning: {warning}")
+            print(f"{args.config_file}: OK ({plural(len(config.accounts), 'account')}, discovery "
                   f"{'on' if config.discovery.enabled else 'off'})")
             return 0
 
@@ -68,7 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return load_for_flags(args.config_file, args.shard, args.total_shards)
 
         if args.once:
-            return ExporterApp(config, transport=transport).run_once(sys.stdout.buffer)
+            designed = {DEMO_ACCOUNTS["legacy"]: "the demo's legacy account has a revoked token: its polls fail "
+                        "(reason auth) by design; --demo --once exits 0 when that is the only failure"}
+            return ExporterApp(config, transport=transport).run_once(sys.stdout.buffer,
+                                                                     designed if args.demo else None)
         try:
             check_telemetry_path(args.telemetry_path)
         except ValueError as err:
@@ -81,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         app = ExporterApp(config, load=None if args.demo else reload, web_config_file=args.web_config_file,
                           telemetry_path=args.telemetry_path, process_metrics=args.process_metrics, redact=redact,
-                          transport=transport)
+                          transport=transport, enable_lifecycle=args.enable_lifecycle)
         return app.serve(addresses)
     except ConfigError as err:
         print(err.report(), file=sys.stderr)

@@ -90,6 +90,7 @@ class Poller:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.http_limits: httpx.Limits | None = None
         self._budget_warned: tuple[float, float] | None = None
+        self.discovered_ok = True  # the last discovery (if enabled) succeeded
         self._rebuild_accounts()
 
     @property
@@ -222,6 +223,7 @@ class Poller:
         assert self._client is not None
         try:
             discovered = await self._discover() if self._config.discovery.enabled else True
+            self.discovered_ok = discovered
             results = await asyncio.gather(*(self.poll(a, c) for a, c in self._pairs()))
             return discovered and all(results)
         finally:
@@ -241,6 +243,8 @@ class Poller:
             except Exception as err:  # an ApiError, or a bug of ours: keep the loop and the last good data
                 duration = time.monotonic() - started
                 reason = err.reason if isinstance(err, ApiError) else "internal"
+                if not isinstance(err, ApiError):
+                    counts.errors["internal"] += 1  # a bug of ours: counted too, never a silent failure
                 message = str(err) if isinstance(err, ApiError) else f"{type(err).__name__} (a bug: see the log)"
                 self._record(account.id, collector.endpoint,
                              lambda s: s.after_failure(reason, message, time.time(), duration), counts)
@@ -256,7 +260,7 @@ class Poller:
                          counts, fetched.skipped)
             fields.update(fetched.summary, enrolled=fetched.enrolled, duration_seconds=round(duration, 3))
             if fetched.skipped:
-                log.warning("poll succeeded, malformed items skipped",
+                log.warning("poll succeeded, malformed or duplicate items left out",
                             extra={**fields, "skipped": fetched.skipped, "reason": "invalid_response"})
             else:
                 log.info("poll succeeded", extra=fields)
@@ -288,14 +292,29 @@ class Poller:
         self._discovered = [AccountConfig(account_id, name, "all", creds)
                             for account_id, name in found if discovery.selects(account_id, name)]
         log.info("account discovery succeeded", extra={"found": len(found), "selected": len(self._discovered)})
+        self._warn_duplicate_names()
         self._rebuild_accounts()
         return True
+
+    def _warn_duplicate_names(self) -> None:
+        """A discovered account named like another account (configured or discovered): its ``account`` label
+        is ambiguous; the ``account_id`` label still tells them apart. Warned at every discovery."""
+        listed = {a.id for a in self._config.accounts}
+        names: dict[str, list[str]] = {}
+        for account in [*self._config.accounts, *(a for a in self._discovered if a.id not in listed)]:
+            names.setdefault(account.name, []).append(account.id)
+        for name, ids in names.items():
+            if len(ids) > 1:
+                log.warning("accounts share a name: the account label is ambiguous, use account_id to tell them "
+                            "apart (or give the configured account another name)",
+                            extra={"account": name, "account_ids": ",".join(ids)})
 
     def _reconfigure(self, config: Config) -> None:
         old = self._config
         self._config = config
         self._collectors = build_collectors(config)
         self._limiter.set_rate(config.cloudflare.requests_per_second)  # the one budget, resized in place
+        self._limiter.cap_pause()  # a pause the API asked for stays, never longer than ratelimit.MAX_PAUSE
         if not config.discovery.enabled:
             self._discovered = []
         self._next_discovery = 0.0

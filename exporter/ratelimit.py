@@ -17,10 +17,12 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 
 GUARD = 0.05  # seconds added to each window, for the jitter between a grant and the request's arrival
+MAX_PAUSE = 300.0  # the longest pause the API may impose on every request (Cloudflare's own lockout is 5 minutes)
+PAUSE_RECHECK = 1.0  # a waiting request re-checks the pause this often, so a pause ended early lets it go
 
 
 class RateLimiter:
@@ -34,6 +36,7 @@ class RateLimiter:
         self._next_slot = 0.0
         self._paused_until = 0.0
         self._lock = asyncio.Lock()
+        self.pauses: Counter[str] = Counter()  # pauses the API asked for, by header (a metric)
 
     def set_rate(self, rate: float) -> None:
         """A new budget (a config reload): requests waiting now, and every later one, follow it. There is
@@ -55,8 +58,28 @@ class RateLimiter:
         return self._paused_until
 
     def pause_until(self, when: float) -> None:
-        """Hold every request until ``when`` (monotonic seconds): the API said to back off."""
-        self._paused_until = max(self._paused_until, when)
+        """Hold every request until ``when`` (monotonic seconds), at most MAX_PAUSE from now."""
+        if math.isnan(when):
+            return
+        self._paused_until = max(self._paused_until, min(when, self._clock() + MAX_PAUSE))
+
+    def pause(self, seconds: float, header: str) -> float:
+        """The API said to back off for ``seconds`` (``header`` names the header that said so): hold every
+        request for that long, at most MAX_PAUSE; counted in ``pauses``. Returns the pause applied."""
+        applied = MAX_PAUSE if math.isnan(seconds) else min(max(0.0, seconds), MAX_PAUSE)
+        self.pauses[header] += 1
+        self.pause_until(self._clock() + applied)
+        return applied
+
+    def resume(self) -> bool:
+        """A good answer came: end a pause early. True if a pause was in force."""
+        paused = self._paused_until > self._clock()
+        self._paused_until = 0.0
+        return paused
+
+    def cap_pause(self) -> None:
+        """A reload keeps a pause in force, but never longer than MAX_PAUSE from now."""
+        self._paused_until = min(self._paused_until, self._clock() + MAX_PAUSE)
 
     def _earliest(self) -> float:
         earliest = max(self._next_slot, self._paused_until)
@@ -73,6 +96,7 @@ class RateLimiter:
                 wait = self._earliest() - now
                 if wait <= 0:
                     break
-                await self._sleep(wait)  # re-checked: a 429 may have extended the pause meanwhile
+                # re-checked: a 429 may have extended the pause meanwhile, a good answer may have ended it
+                await self._sleep(min(wait, PAUSE_RECHECK) if self._paused_until > now else wait)
             self._granted.append(now)
             self._next_slot = max(self._next_slot + self._interval, now + self._interval - self._slack)

@@ -67,7 +67,9 @@ RELOAD_TIME = Family(f"{NS}_exporter_config_last_reload_success_timestamp_second
                      "When the config was last loaded successfully, Unix time.", ())
 SHARD_INFO = Family(f"{NS}_exporter_shard_info", "Which shard of how many this exporter is; always 1.",
                     ("shard", "total_shards"))
-EXPORTER_FAMILIES = (BUILD_INFO, RELOAD_OK, RELOAD_TIME, SHARD_INFO)
+API_PAUSES = Family(f"{NS}_api_pauses", "Pauses of every API request the API asked for (Retry-After, or "
+                    "Ratelimit with r=0), by header; each is at most 5 minutes.", ("header",), "counter")
+EXPORTER_FAMILIES = (BUILD_INFO, RELOAD_OK, RELOAD_TIME, SHARD_INFO, API_PAUSES)
 
 
 @dataclass(frozen=True)
@@ -107,8 +109,10 @@ def count_samples(account_id: str, counts: Counts, out: Sink) -> None:
         out.add(INVALID, (account_id,), counts.invalid)
 
 
-def exporter_samples(status: ExporterStatus, out: Sink) -> None:
+def exporter_samples(status: ExporterStatus, out: Sink, pauses: Mapping[str, int] | None = None) -> None:
     out.add(BUILD_INFO, (__version__, platform.python_version()), 1.0)
+    for header_name, count in sorted((pauses or {}).items()):
+        out.add(API_PAUSES, (header_name,), count)
     out.add(RELOAD_OK, (), 1.0 if status.reload_successful else 0.0)
     out.add(RELOAD_TIME, (), status.reload_timestamp)
     sharding = status.config.sharding
@@ -245,9 +249,10 @@ class Renderer:
     """Renders each (account, endpoint) state once, and assembles scrapes from the kept pieces."""
 
     def __init__(self, store: SnapshotStore, status: Callable[[], ExporterStatus],
-                 process_metrics: bool = False) -> None:
+                 process_metrics: bool = False, pauses: Callable[[], Mapping[str, int]] | None = None) -> None:
         self._store = store
         self._status = status
+        self._pauses = pauses
         self._runtime: CollectorRegistry | None = None
         if process_metrics:
             self._runtime = CollectorRegistry(auto_describe=False)
@@ -364,7 +369,7 @@ class Renderer:
         plain = [*part.plain, *counters.plain]
         zipped = [*part.zipped, *counters.zipped]
         tail = Lines()
-        exporter_samples(status, tail)
+        exporter_samples(status, tail, dict(self._pauses()) if self._pauses is not None else None)
         lines = tail.encoded()
         small = [header(f, openmetrics) + lines.get(f, b"") for f in EXPORTER_FAMILIES]
         if self._runtime is not None:

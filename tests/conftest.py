@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -14,6 +15,17 @@ from tests.fakeapi import FakeCloudflareAPI, demo_api
 from tests.support import ExporterProcess, start_exporter
 
 TOKEN = "fake-api-token"
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_logging() -> Iterator[None]:
+    """cli.main() installs a handler on the captured stderr of the test that calls it; later tests must not log
+    into that closed stream ("--- Logging error ---" on stderr)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ Typical use in a test::
         api.set_billing("023e105f4ecef8ad9ca31a8372d0c353", balance=5000, has_default_payment_method=True)
         api.inject(None, Fault.server_error(), Fault.rate_limited(retry_after=1))
         api.inject(None, Fault.api_error(1004, "Not found", status=404), endpoint="invoice_preview")
+        api.inject(ACCOUNT, Fault.gzip_bomb(), Fault.drip(1.0), Fault.errors_flood())  # hostile answers
         ...  # point the exporter at api.base_url with bearer token "fake-api-token"
         assert [r.status for r in api.requests_for(ACCOUNT, "invoice_history")] == [502, 429, 200]
         assert api.writes() == []
@@ -144,6 +145,8 @@ class Fault:
     code: int = 0
     message: str = ""
     seconds: float = 0.0
+    body: bytes = b""
+    headers: tuple[tuple[str, str], ...] = ()
 
     @staticmethod
     def rate_limited(retry_after: float = 1) -> Fault:
@@ -169,6 +172,29 @@ class Fault:
     def invalid_json() -> Fault:
         """HTTP 200, content-type application/json, but a truncated body that is not JSON."""
         return Fault("invalid_json")
+
+    @staticmethod
+    def raw(body: bytes, status: int = 200, **headers: str) -> Fault:
+        """Hostile: exactly these body bytes (any JSON, deep nesting, NaN, "\\ud800", raw ED A0 80, ...)."""
+        return Fault("raw", status=status, body=body, headers=tuple(headers.items()))
+
+    @staticmethod
+    def gzip_bomb(size: int = 1 << 30) -> Fault:
+        """Hostile: ``Content-Encoding: gzip``, a body of about 1 MB that decompresses to ``size`` zero bytes."""
+        from tests.hostile import gzip_bomb
+
+        return Fault("raw", body=gzip_bomb(size), headers=(("Content-Encoding", "gzip"),))
+
+    @staticmethod
+    def drip(seconds_per_byte: float = 1.0) -> Fault:
+        """Hostile: a valid answer's body sent one byte every ``seconds_per_byte`` (a per-read timeout never fires)."""
+        return Fault("drip", seconds=seconds_per_byte)
+
+    @staticmethod
+    def errors_flood(count: int = 100_000) -> Fault:
+        """Hostile: ``success: false`` with ``count`` entries in ``errors`` (HTTP 400)."""
+        body = json.dumps({"success": False, "errors": [{"code": 7003 + i % 3} for i in range(count)]})
+        return Fault("raw", status=400, body=body.encode())
 
     @staticmethod
     def wrong_shape() -> Fault:
@@ -202,6 +228,7 @@ class _Reply:
     body: bytes
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
+    drip: float = 0.0  # seconds between bytes of the body (a hostile slow answer)
 
 
 @dataclass(frozen=True)
@@ -390,6 +417,11 @@ class _Server(ThreadingHTTPServer):
     block_on_close = False
     timeout = 0  # handle_request() must not wait: serve() calls it only when a connection is pending
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up mid-answer (the exporter refusing a gzip bomb) is no error of the fake's."""
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
     def __init__(self, host: str, port: int, api: FakeCloudflareAPI) -> None:
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.api = api
@@ -492,7 +524,14 @@ class _Handler(BaseHTTPRequestHandler):
             for name, value in reply.headers.items():
                 self.send_header(name, value)
             self.end_headers()
-            if self.command != "HEAD":
+            if self.command != "HEAD" and reply.drip > 0:
+                self.wfile.flush()
+                for byte in reply.body:
+                    if not self._server().api._sleep(reply.drip):
+                        break
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+            elif self.command != "HEAD":
                 self.wfile.write(reply.body)
             self.wfile.flush()
         except OSError:
@@ -691,10 +730,17 @@ class FakeCloudflareAPI:
         if account is not None and account.latency > 0 and not self._sleep(account.latency):
             return None
         fault = self._pop_fault(account_id, endpoint)
-        if fault is not None and fault.kind != "delay":
+        if fault is not None and fault.kind not in ("delay", "drip"):
             return self._fault_reply(fault, endpoint)
-        if fault is not None and not self._sleep(fault.seconds):
+        if fault is not None and fault.kind == "delay" and not self._sleep(fault.seconds):
             return None
+        reply = self._answer(account_id, endpoint, query, headers, client, account)
+        if fault is not None and fault.kind == "drip" and reply is not None:
+            reply.drip = fault.seconds
+        return reply
+
+    def _answer(self, account_id: str, endpoint: str, query: dict[str, str], headers: dict[str, str], client: str,
+                account: FakeAccount | None) -> _Reply | None:
         principal = self._admit(headers, client)
         if isinstance(principal, _Reply):
             return principal
@@ -756,6 +802,8 @@ class FakeCloudflareAPI:
             return _html_error(fault.status)
         if fault.kind == "api_error":
             return _error_reply(fault.status, fault.code, fault.message)
+        if fault.kind == "raw":
+            return _Reply(fault.status, fault.body, headers=dict(fault.headers))
         if fault.kind == "invalid_json":
             return _Reply(200, b'{"success": true, "errors": [], "result": {"invoices": [{"amount_due": 12')
         if fault.kind == "wrong_shape" and endpoint == "invoice_history":

@@ -98,21 +98,49 @@ def test_429_retry_after_is_honoured_by_the_shared_limiter() -> None:
     assert body["success"] is True and len(seen) == 2
     assert counts.errors == {"rate_limited": 1} and counts.requests == {"429": 1, "200": 1}
     assert max(clock.sleeps) >= 7
-    assert limiter.paused_until >= 1000.0 + 7
+    assert limiter.pauses == {"retry-after": 1}
+    assert limiter.paused_until == 0.0  # the good answer ended the pause
+
+
+def test_retry_after_beyond_five_minutes_pauses_five_minutes_logged_and_counted(
+        caplog: pytest.LogCaptureFixture) -> None:
+    handler, seen = sequence(failure(429, **{"Retry-After": "99999"}), ok({}))
+    err, counts, _, limiter = run(handler, get)
+    assert isinstance(err, ApiError) and err.reason == "rate_limited" and err.retry_after == 300
+    assert len(seen) == 1 and counts.errors == {"rate_limited": 1}
+    assert limiter.paused_until == 1000.0 + 300 and limiter.pauses == {"retry-after": 1}
+    [record] = [r for r in caplog.records if r.getMessage() == "the API asked to pause every request"]
+    assert record.asked_seconds == 99999 and record.pause_seconds == 300  # type: ignore[attr-defined]
 
 
 def test_a_retry_after_beyond_a_minute_ends_the_poll() -> None:
     handler, seen = sequence(failure(429, **{"Retry-After": "3600"}), ok({}))
     err, _, _, limiter = run(handler, get)
-    assert isinstance(err, ApiError) and err.reason == "rate_limited" and err.retry_after == 3600
-    assert len(seen) == 1 and limiter.paused_until >= 1000.0 + 3600
+    assert isinstance(err, ApiError) and err.reason == "rate_limited" and err.retry_after == 300
+    assert len(seen) == 1 and limiter.paused_until == 1000.0 + 300
 
 
 def test_ratelimit_header_at_zero_pauses_the_limiter() -> None:
     handler, _ = sequence(httpx.Response(200, headers={"Ratelimit": '"default";r=0;t=30'},
                                          json={"success": True, "result": {}}))
     _, _, _, limiter = run(handler, get)
-    assert limiter.paused_until >= 1000.0 + 30
+    assert limiter.paused_until >= 1000.0 + 30 and limiter.pauses == {"ratelimit": 1}
+
+
+@pytest.mark.parametrize("value", ['"default";r=0;t=99999', '"default";r=0;t=' + "9" * 5000])
+def test_ratelimit_header_pause_is_capped_and_a_later_good_answer_ends_it(value: str) -> None:
+    handler, _ = sequence(httpx.Response(200, headers={"Ratelimit": value}, json={"success": True, "result": {}}))
+
+    async def paused_then_answer_in_flight(api: AccountApi) -> float:
+        await api.get("credit-balance", {})
+        paused = api.client.limiter.paused_until
+        # another account's request, sent before the pause, comes back fine: the pause ends
+        api.client._honour_ratelimit_header(httpx.Response(200, headers={"Ratelimit": '"default";r=40;t=10'}), False)
+        return paused
+
+    paused, _, _, limiter = run(handler, paused_then_answer_in_flight)
+    assert paused == 1000.0 + 300 and limiter.pauses == {"ratelimit": 1}
+    assert limiter.paused_until == 0.0
 
 
 def test_success_false_on_http_200_is_an_api_error_not_retried() -> None:

@@ -304,7 +304,7 @@ def test_reload_good_and_bad(fake_api: FakeCloudflareAPI, exporter_factory: Fact
     for account_id, name in ((ACC, "production"), (ACC2, "staging"), (ACC3, "research")):
         fake_api.add_account(account_id, name, mixed_invoices())
     config = config_for(fake_api, {"id": ACC, "name": "production"}, {"id": ACC2, "name": "staging"})
-    exporter = exporter_factory(config)
+    exporter = exporter_factory(config, "--web.enable-lifecycle")
     assert value(exporter.metrics(), "cloudflare_ai_gateway_poll_success", account_id=ACC2) == 1
 
     # Good reload by HTTP: one account leaves (its series go), one arrives.

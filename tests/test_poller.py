@@ -83,6 +83,7 @@ def test_a_bug_in_one_poll_fails_that_endpoint_with_reason_internal(monkeypatch:
     assert endpoints[IDS[1]].polled and not endpoints[IDS[1]].success
     assert endpoints[IDS[1]].last_error_reason == "internal"
     assert endpoints[IDS[0]].success and endpoints[IDS[2]].success
+    assert store.snapshot().counts[IDS[1]].errors == {"internal": 1}  # counted in api_errors_total too
 
 
 def run_poller(poller: Poller) -> Callable[[], None]:

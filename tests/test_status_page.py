@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 from exporter.app import ExporterApp
 from exporter.collectors.invoice_history import InvoiceData, parse_invoice, totals
-from exporter.config import AccountConfig, Config, Credentials, PollConfig
+from exporter.config import AccountConfig, CollectorsConfig, Config, Credentials, PollConfig
 from exporter.snapshot import EndpointState, SnapshotStore
 from exporter.status_page import page_for
 
@@ -21,7 +21,7 @@ HOSTILE = "<script>alert(1)</script>\"'><img src=x onerror=alert(2)>&amp;"
 
 
 def config(*names: tuple[str, str], interval: float = 300.0) -> Config:
-    return Config(poll=PollConfig(interval=interval),
+    return Config(poll=PollConfig(interval=interval), collectors=CollectorsConfig.following(interval, 100.0),
                   accounts=tuple(AccountConfig(i, n, "all", Credentials(api_token=TOKEN)) for i, n in names))
 
 

@@ -306,7 +306,7 @@ def test_basic_auth(api: FakeCloudflareAPI, tmp_path: Path, users: dict[str, str
     web = write_web_config(tmp_path, {"basic_auth_users": users})
     good = (USER, PASSWORD)
     proc = launch(config_for(api), "--web.config.file", str(web), "--log.level", "debug",
-                  probe=ready_over_http(good))
+                  "--web.enable-lifecycle", probe=ready_over_http(good))
 
     for path in ("/metrics", "/", "/-/healthy", "/-/ready", "/nope"):
         assert_unauthorized(proc.get(path))
@@ -391,7 +391,8 @@ def test_tls_and_basic_auth_together(api: FakeCloudflareAPI, pki: Pki, tmp_path:
     web = write_web_config(tmp_path, {"tls_server_config": tls_config(pki), "basic_auth_users": users})
     verify = client_tls(pki)
     good = (USER, PASSWORD)
-    proc = launch(config_for(api), "--web.config.file", str(web), probe=ready_over_https(verify, good))
+    proc = launch(config_for(api), "--web.config.file", str(web), "--web.enable-lifecycle",
+                  probe=ready_over_https(verify, good))
 
     assert_unauthorized(https_get(proc, "/metrics", verify))
     assert_unauthorized(https_get(proc, "/metrics", verify, auth=(USER, "wrong-password")))
@@ -588,7 +589,8 @@ def test_no_secret_leaks(log_format: str, secret_api: FakeCloudflareAPI, tmp_pat
     # The token is revoked too; the fake serves queued faults before it checks credentials, so prod gets its
     # three faults and then 403 "Invalid API Token", while legacy (key pair) gets three faults, then succeeds.
     secret_api.revoke_token(SECRET_TOKEN)
-    proc = launch(secret_config(secret_api, key_file), "--log.level", "debug", "--log.format", log_format,
+    proc = launch(secret_config(secret_api, key_file), "--web.enable-lifecycle", "--log.level", "debug",
+                  "--log.format", log_format,
                   probe=lambda p: p.get("/-/healthy").status_code == 200)
 
     def answered(account_id: str) -> list[int]:

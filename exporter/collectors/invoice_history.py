@@ -107,6 +107,11 @@ _OPTIONAL_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
+# Longest text kept per field: each is a label value on several series (a real invoice id has ~30 characters).
+MAX_TEXT = {"id": 200, "currency": 16, "status": 64, "created_by": 200, "invoice_origin": 200, "invoice_pdf": 2048,
+            "description": 10_000}
+
+
 def _finite(value: Any) -> bool:
     return is_number(value) and math.isfinite(value)
 
@@ -126,8 +131,10 @@ def parse_invoice(raw: Any) -> Invoice | None:
     for key in ("attempt_count", "created"):
         if raw.get(key) is not None and not _finite(raw[key]):
             return None
+    if any(isinstance(raw.get(key), str) and len(raw[key]) > limit for key, limit in MAX_TEXT.items()):
+        return None  # a label value of megabytes, repeated on every series of the invoice
     invoice_id = raw.get("id") or "noid-" + hashlib.sha256(
-        json.dumps(raw, sort_keys=True).encode()).hexdigest()[:16]
+        json.dumps(raw, sort_keys=True, default=repr).encode()).hexdigest()[:16]
     return Invoice(
         id=invoice_id,
         currency=currency.strip().lower(),
@@ -180,12 +187,19 @@ class InvoiceHistory:
         return 1  # one page; a history longer than cloudflare.per_page takes one request per page
 
     async def fetch(self, api: AccountApi) -> Fetched:
-        raw, pages = await api.get_pages("invoice-history", {"type": api.account.type}, "invoices")
-        parsed = [parse_invoice(item) for item in raw]
-        invoices = tuple(inv for inv in parsed if inv is not None)
+        parsed, pages = await api.get_pages("invoice-history", {"type": api.account.type}, "invoices",
+                                            parse_invoice)
+        # The same id on two pages (an invoice arriving between page fetches shifts offset pages): kept once,
+        # the later copy, and counted with the malformed ones in api_invalid_invoices_total.
+        by_id = {inv.id: inv for inv in parsed if inv is not None}
+        invoices = tuple(by_id.values())
+        malformed = sum(inv is None for inv in parsed)
+        duplicates = len(parsed) - malformed - len(invoices)
         data = InvoiceData(invoices, totals(invoices))
-        return Fetched(data, skipped=len(parsed) - len(invoices),
-                       summary={"invoices": len(invoices), "unpaid": data.totals.unpaid, "pages": pages})
+        summary = {"invoices": len(invoices), "unpaid": data.totals.unpaid, "pages": pages}
+        if duplicates:
+            summary["duplicate_invoices"] = duplicates
+        return Fetched(data, skipped=malformed + duplicates, summary=summary)
 
     def render(self, acc: tuple[str, str], data: Any, settings: Any, out: Sink) -> None:
         assert isinstance(data, InvoiceData) and isinstance(settings, MetricsConfig)

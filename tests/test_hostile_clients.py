@@ -1,0 +1,235 @@
+"""Hostile HTTP clients against the exporter's server: idle and trickling connections, huge heads and bodies,
+clients that hang up. The server stays bounded in threads and descriptors and keeps answering a scraper."""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import httpx
+import pytest
+
+from exporter import server as server_module
+from exporter.server import (
+    MAX_HANDLER_THREADS,
+    ListenAddress,
+    Response,
+    RouteHandler,
+    WebServers,
+)
+from exporter.webconfig import WebConfig
+from tests.hostile import trickle, wait
+from tests.support import REPO, free_port, terminate
+
+pytestmark = pytest.mark.timeout(120)
+BIG = b"x" * (4 << 20)
+
+
+class App:
+    def __init__(self) -> None:
+        self.routes: Mapping[str, Mapping[str, RouteHandler]] = {
+            "/metrics": {"GET": lambda _: Response(200, b"up 1\n")},
+            "/big": {"GET": lambda _: Response(200, BIG)},
+            "/-/reload": {"POST": lambda _: Response(200, b"reloaded\n")},
+        }
+
+    def web_config(self) -> WebConfig:
+        return WebConfig()
+
+
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, WebServers]]:
+    monkeypatch.setattr(server_module, "REQUEST_TIMEOUT", 1.0)
+    monkeypatch.setattr(server_module, "IDLE_TIMEOUT", 1.5)
+    servers = WebServers(App(), [ListenAddress("127.0.0.1", 0, socket.AF_INET)])
+    servers.start()
+    try:
+        yield f"http://{servers.bound[0]}", servers
+    finally:
+        servers.shutdown()
+
+
+def raw_exchange(url: str, data: bytes, timeout: float = 5.0) -> bytes:
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def test_a_huge_request_head_gets_431(served: tuple[str, WebServers]) -> None:
+    url, _ = served
+    answer = raw_exchange(url, b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 431")
+    long_line = raw_exchange(url, b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert long_line.startswith(b"HTTP/1.1 431")
+    many = b"".join(b"X-H%d: v\r\n" % i for i in range(150))
+    assert raw_exchange(url, b"GET /metrics HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n").startswith(b"HTTP/1.1 431")
+
+
+def test_a_request_body_over_the_limit_gets_413(served: tuple[str, WebServers]) -> None:
+    url, _ = served
+    answer = raw_exchange(url, b"POST /-/reload HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n" + b"a" * 1000)
+    assert answer.startswith(b"HTTP/1.1 413") and b"65536" in answer
+
+
+def test_slow_and_idle_clients_are_cut_at_their_deadline(served: tuple[str, WebServers]) -> None:
+    url, _servers = served
+    host, port = url.removeprefix("http://").split(":")
+    idle = socket.create_connection((host, int(port)))
+    slow = socket.create_connection((host, int(port)))
+    started = time.monotonic()
+    slow.sendall(b"GET /metrics HTTP/1.1\r\n")
+    for sock in (idle, slow):
+        sock.settimeout(5)
+    stop = threading.Event()
+
+    def dribble() -> None:
+        while not stop.wait(0.3):
+            try:
+                slow.sendall(b"X")
+            except OSError:
+                return
+
+    threading.Thread(target=dribble, daemon=True).start()
+    try:
+        assert slow.recv(100) == b""  # closed by the server: 1 s after its first byte, though it never paused 1 s
+        assert time.monotonic() - started < 3.0
+        assert idle.recv(100) == b""  # closed after the idle timeout
+    finally:
+        stop.set()
+        idle.close()
+        slow.close()
+    assert httpx.get(url + "/metrics").text == "up 1\n"
+
+
+def test_a_client_that_hangs_up_is_logged_at_debug_without_a_traceback(
+        served: tuple[str, WebServers], caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]) -> None:
+    url, _ = served
+    caplog.set_level(logging.DEBUG, "exporter.http")
+    host, port = url.removeprefix("http://").split(":")
+    for _ in range(3):  # hang up while a 4 MB answer is written
+        with socket.create_connection((host, int(port))) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            sock.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+            sock.recv(10)
+    with socket.create_connection((host, int(port))) as sock:  # hang up mid-head
+        sock.sendall(b"GET /metrics HTT")
+    assert wait(lambda: any(r.getMessage() == "client connection ended early" for r in caplog.records), 5)
+    assert all(r.levelno == logging.DEBUG for r in caplog.records if r.name == "exporter.http")
+    assert "Traceback" not in capfd.readouterr().err
+    assert httpx.get(url + "/metrics").text == "up 1\n"
+
+
+def _threads(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("Threads:"))
+
+
+@pytest.fixture
+def demo_exporter() -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """The real exporter (--demo) with the usual 1,024 descriptor limit."""
+    port = free_port()
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    limit = 1024 if hard == resource.RLIM_INFINITY else min(1024, hard)
+
+    def lower() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDFLARE_")}
+    proc = subprocess.Popen([sys.executable, "-m", "exporter", "--demo", "--web.listen-address",
+                             f"127.0.0.1:{port}"], cwd=REPO, env=env, preexec_fn=lower,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert wait(lambda: _get(port, "/-/ready") == 200, 20), "exporter not ready"
+        yield proc, port
+    finally:
+        terminate(proc)
+        stderr = proc.stderr.read().decode() if proc.stderr else ""
+        assert "Traceback" not in stderr
+
+
+def _get(port: int, path: str) -> int:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=3).status_code
+    except httpx.HTTPError:
+        return 0
+
+
+@pytest.fixture
+def descriptors() -> Iterator[None]:
+    """This test process holds 1,100+ client sockets: raise its own soft limit if needed, bounded, restored."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = 2048
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            pytest.skip(f"needs {needed} descriptors, the hard limit is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.e2e
+def test_metrics_answer_while_1100_idle_sockets_are_open(demo_exporter: Any, descriptors: None) -> None:
+    proc, port = demo_exporter
+    before = _threads(proc.pid)
+    idle = []
+    try:
+        for _ in range(1100):
+            try:
+                idle.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+            except OSError:
+                break
+        assert len(idle) == 1100
+        slowest = 0.0
+        for _ in range(3):
+            started = time.monotonic()
+            answer = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+            assert answer.status_code == 200 and "cloudflare_ai_gateway_poll_success" in answer.text
+            slowest = max(slowest, time.monotonic() - started)
+        assert slowest < 2.0
+        threads = _threads(proc.pid)
+        print(f"1,100 idle sockets: slowest /metrics {slowest * 1000:.0f} ms, threads {before} -> {threads}")
+        assert threads <= before + MAX_HANDLER_THREADS
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+@pytest.mark.e2e
+def test_300_trickling_clients_do_not_grow_threads_and_a_scraper_is_answered(demo_exporter: Any) -> None:
+    proc, port = demo_exporter
+    before = _threads(proc.pid)
+    stop = threading.Event()
+    clients = [threading.Thread(target=trickle, args=(("127.0.0.1", port), stop, 0.5), daemon=True)
+               for _ in range(300)]
+    try:
+        for client in clients:
+            client.start()
+        time.sleep(2.0)
+        peak = _threads(proc.pid)
+        for _ in range(3):
+            started = time.monotonic()
+            assert httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).status_code == 200
+            assert time.monotonic() - started < 2.0
+        peak = max(peak, _threads(proc.pid))
+        print(f"300 trickling clients: threads {before} -> {peak}")
+        assert peak <= before + MAX_HANDLER_THREADS
+    finally:
+        stop.set()
+        for client in clients:
+            client.join(5)
+
+
