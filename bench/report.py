@@ -12,6 +12,7 @@ MB = 1_000_000  # the goals are in MB (10^6 bytes); /proc counts KiB
 RSS_GOAL_MB = 78.0  # issue 9: not above the 78 MB of the run before the per-account render
 P50_GOAL_RATIO = 3.0
 FIRST_SCRAPE_GOAL_RATIO = 5.0
+DEFAULT_RPS = 3.0  # cloudflare.requests_per_second's default: the churn goal's budget
 IDLE_NOISE = 1.1  # "no worse than before": the previous run's ratio, plus 10 % for this machine's noise
 UPSTREAM_GOAL_RATIO = 1.1
 CYCLE_GOAL_RATIO = 1.1
@@ -86,7 +87,7 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
     rendered = top["render_cpu_seconds"] * 1e3
     ok = all(s["warm_identical"] and s["unchanged_after"] for s in scrape) and cached < rendered / 10
     out.append({
-        "id": "1b", "goal": "an unchanged snapshot is not re-rendered per scrape (plain and gzip kept ready)",
+        "id": "1b", "goal": "an unchanged snapshot is not re-rendered per scrape (the kept pieces are written)",
         "measured": f"render once {rendered:.0f} ms CPU; then {cached:.2f} ms CPU per scrape "
                     f"({top['accounts']:,} accounts x {top['invoices'] // top['accounts']:,})",
         "target": "cached scrape < 1/10 of a render", "met": ok,
@@ -171,24 +172,32 @@ def churn_goals(results: dict[str, Any]) -> list[dict[str, Any]]:
     churn = results["churn"]
     out: list[dict[str, Any]] = []
     size = f"{churn['accounts']:,} x {churn['invoices'] // churn['accounts']}"
-    for p in churn["phases"]:
-        if p["requests_per_second"] is None:
-            continue
-        ratios = {r: p[f"p50_ratio_{r}"] for r in CHURN_RUNS}
+    polled = [p for p in churn["phases"] if p["requests_per_second"] is not None]
+    budget = next((p for p in polled if p["requests_per_second"] == DEFAULT_RPS), polled[0] if polled else None)
+    if budget is not None:
+        def ratios(p: dict[str, Any]) -> dict[str, float]:
+            return {r: float(p[f"p50_ratio_{r}"]) for r in CHURN_RUNS}
+
+        r = ratios(budget)
+        trend = "; ".join(f"at {p['requests_per_second']:g}/s (trend, not the goal): plain "
+                          f"{ratios(p)['plain_steady']:.2f}x, gzip {ratios(p)['gzip_steady']:.2f}x"
+                          for p in polled if p is not budget)
         out.append({
-            "id": "5a", "goal": f"scrape p50 within {P50_GOAL_RATIO:g}x of nginx at {size} (invoice_series all) "
-                                f"with polls running at {p['requests_per_second']:g} requests/s, plain and gzip "
-                                f"(Prometheus' headers), {churn['connections']} clients scraping about once a second",
-            "measured": f"plain {ratios['plain_steady']:.2f}x, gzip {ratios['gzip_steady']:.2f}x "
-                        f"(back to back: {ratios['plain_saturated']:.2f}x, {ratios['gzip_saturated']:.2f}x; "
-                        f"{p['api_requests_per_second']:.1f} API requests/s meanwhile)",
+            "id": "1d", "goal": f"scrape p50 within {P50_GOAL_RATIO:g}x of nginx at {size} (invoice_series all) "
+                                f"with polls running at the default budget, {budget['requests_per_second']:g} "
+                                f"requests/s; plain and gzip (Prometheus' headers), {churn['connections']} clients "
+                                "each scraping about once a second",
+            "measured": f"plain {r['plain_steady']:.2f}x, gzip {r['gzip_steady']:.2f}x (back to back: "
+                        f"{r['plain_saturated']:.2f}x, {r['gzip_saturated']:.2f}x; "
+                        f"{budget['api_requests_per_second']:.1f} API requests/s meanwhile)" + (f"; {trend}" if trend
+                                                                                                else ""),
             "target": f"<= {P50_GOAL_RATIO:g}x",
-            "met": max(ratios["plain_steady"], ratios["gzip_steady"]) <= P50_GOAL_RATIO,
+            "met": max(r["plain_steady"], r["gzip_steady"]) <= P50_GOAL_RATIO,
         })
     first = churn["first_scrape"]
     worst = max(first["plain"]["ratio"], first["gzip_prometheus"]["ratio"])
     out.append({
-        "id": "5b", "goal": f"the first scrape after one account's poll vs a scrape of an unchanged snapshot, "
+        "id": "1e", "goal": f"the first scrape after one account's poll vs a scrape of an unchanged snapshot, "
                             f"{first['accounts']:,} accounts x {first['invoices'] // first['accounts']} (in-process)",
         "measured": f"plain {first['plain']['ratio']:.2f}x ({first['plain']['after_poll_ms']:.1f} vs "
                     f"{first['plain']['unchanged_ms']:.1f} ms), gzip {first['gzip_prometheus']['ratio']:.2f}x "
@@ -200,7 +209,7 @@ def churn_goals(results: dict[str, Any]) -> list[dict[str, Any]]:
         before = json.loads(PREVIOUS.read_text())
         (plain_b, gzip_b), (plain_a, gzip_a) = worst_idle(before["scrape"]), worst_idle(results["scrape"])
         out.append({
-            "id": "5c", "goal": "idle (nothing polled while scraping): worst p50 ratio vs nginx at "
+            "id": "1f", "goal": "idle (nothing polled while scraping): worst p50 ratio vs nginx at "
                                 f"{max(s['invoices'] for s in results['scrape']):,} invoices, plain (1 and 16 "
                                 "clients) and gzip, no worse than the run before the per-account render",
             "measured": f"plain {plain_b:.2f}x -> {plain_a:.2f}x, gzip {gzip_b:.2f}x -> {gzip_a:.2f}x",
