@@ -195,16 +195,19 @@ def gzip_member(data: bytes) -> bytes:
     return GZIP_HEADER + segment + EMPTY_FINAL_BLOCK + struct.pack("<II", zlib.crc32(data), len(data) & 0xFFFFFFFF)
 
 
-def _single_member(members: list[bytes], plain: list[bytes]) -> tuple[bytes | memoryview, ...]:
+def _single_member(parts: Sequence[_Part], rest: bytes) -> tuple[bytes | memoryview, ...]:
     """The members' deflate segments as one gzip member: for clients that read only the first member
-    (curl, httpx). Costs one CRC-32 over the plain bytes, no compression."""
-    crc = 0
-    size = 0
-    for data in plain:
-        crc = zlib.crc32(data, crc)
-        size += len(data)
-    trailer = EMPTY_FINAL_BLOCK + struct.pack("<II", crc, size & 0xFFFFFFFF)
-    return (GZIP_HEADER, *(memoryview(m)[10:-10] for m in members), trailer)
+    (curl, httpx). Costs a CRC-32 over the plain bytes, no compression; each kept part keeps its segments and
+    the CRC of its bytes (continued from the parts before it) until one of its pieces changes."""
+    crc = size = 0
+    segments: list[bytes | memoryview] = [GZIP_HEADER]
+    for part in parts:
+        crc, size = part.checksum(crc, size)
+        segments += part.segments()
+    crc, size = zlib.crc32(rest, crc), size + len(rest)
+    segments.append(memoryview(gzip_member(rest))[10:-10])
+    segments.append(EMPTY_FINAL_BLOCK + struct.pack("<II", crc, size & 0xFFFFFFFF))
+    return tuple(segments)
 
 
 @lru_cache(maxsize=2048)
@@ -377,11 +380,13 @@ class Renderer:
         if openmetrics:
             small.append(b"# EOF\n")
         rest = b"".join(small)
+        if use_gzip and single_member:
+            return _single_member((part, counters), rest)
         plain.append(rest)
         if not use_gzip:
             return tuple(plain)
         zipped.append(gzip_member(rest))
-        return _single_member(zipped, plain) if single_member else tuple(zipped)
+        return tuple(zipped)
 
 
 class _Part:
@@ -399,6 +404,8 @@ class _Part:
         self.plain: list[bytes] = []
         self.zipped: list[bytes] = []
         self.where: dict[Any, array[int]] = {}  # key -> index of each of its families' chunks, family order
+        self._segments: list[memoryview] | None = None  # the members' deflate segments (single-member answer)
+        self._checksum: tuple[int, int, int, int] | None = None  # (crc in, size in, crc out, size out)
         chunks = self.plain if self.use_plain else self.zipped
         for family in families:
             if self.use_gzip:
@@ -417,8 +424,26 @@ class _Part:
                     if self.use_plain:
                         self.plain.append(data)
 
+    def segments(self) -> list[memoryview]:
+        if self._segments is None:
+            self._segments = [memoryview(m)[10:-10] for m in self.zipped]
+        return self._segments
+
+    def checksum(self, crc: int, size: int) -> tuple[int, int]:
+        """The CRC-32 and length of this part's plain bytes, continued from ``crc`` and ``size``."""
+        kept = self._checksum
+        if kept is None or kept[:2] != (crc, size):
+            out_crc, out_size = crc, size
+            for data in self.plain:
+                out_crc = zlib.crc32(data, out_crc)
+                out_size += len(data)
+            kept = self._checksum = (crc, size, out_crc, out_size)
+        return kept[2], kept[3]
+
     def replace(self, replaced: list[tuple[Any, _Piece]]) -> None:
         """Put each new piece where the piece of the same key was (it has the same families)."""
+        if replaced:
+            self._segments = self._checksum = None
         for key, piece in replaced:
             at = self.where.get(key)
             if at is None:
