@@ -380,8 +380,9 @@ with the number of requests, that is with accounts and pages, not with invoices.
 ```sh
 sudo apt-get install wrk nginx-light          # the load generator and the reference server
 python -m venv .venv && .venv/bin/pip install -e '.[bench]'
-.venv/bin/python bench/run.py                 # full run, about 6.5 minutes on 2 CPUs; prints the tables
-.venv/bin/python bench/run.py --quick         # smaller sizes, about 2 minutes
+.venv/bin/python bench/run.py                 # full run, about 15 minutes on 2 CPUs; prints the tables
+.venv/bin/python bench/run.py --quick         # smaller sizes, about 5 minutes
+.venv/bin/python bench/run.py --only churn    # one part (churn, scrape, upstream, api, memory): JSON only
 .venv/bin/python bench/run.py --write-docs    # also rewrites this page and docs/performance-growth.png
 .venv/bin/pytest tests/test_render.py        # the renderer against prometheus_client, alone
 ```

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Benchmark of the exporter: scrape cost, independence from the upstream, API efficiency, memory, CPU, growth.
 
-    python bench/run.py                # full run (about 6.5 minutes on 2 cores), prints Markdown tables
-    python bench/run.py --quick        # smaller sizes, about 2 minutes
+    python bench/run.py                # full run (about 15 minutes on 2 cores), prints Markdown tables
+    python bench/run.py --quick        # smaller sizes, about 5 minutes
+    python bench/run.py --only churn   # one part (repeatable), prints its JSON
     python bench/run.py --write-docs   # also regenerate docs/performance.md and docs/performance-growth.png
 
 Everything runs on loopback: the fake Cloudflare API (bench/fakeserver.py) and the exporter (the real
@@ -508,7 +509,7 @@ def run(plan: Plan, parts: tuple[str, ...] = PARTS) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python bench/run.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="smaller sizes, about 2 minutes")
+    p.add_argument("--quick", action="store_true", help="smaller sizes, about 5 minutes")
     p.add_argument("--write-docs", action="store_true",
                    help="regenerate docs/performance.md and docs/performance-growth.png from this run")
     p.add_argument("--output", type=Path, default=RESULTS / "latest.json", help="where to write the JSON results")
