@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import TOKEN
 from tests.fakeapi import FakeCloudflareAPI, Fault, invoice
 from tests.hostile import rss_peak_kib
-from tests.support import ExporterProcess, samples, value
+from tests.support import INVOICE_HISTORY_ONLY, ExporterProcess, samples, value
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -24,7 +24,7 @@ RSS_BUDGET_MIB = 160
 def config(api: FakeCloudflareAPI, ids: list[str], **poll: Any) -> dict[str, Any]:
     return {"cloudflare": {"base_url": api.base_url, "api_token": TOKEN, "requests_per_second": 100,
                            "max_retries": 0, "timeout": "3s"},
-            "poll": {"interval": "1s", **poll},
+            "poll": {"interval": "1s", **poll}, "collectors": INVOICE_HISTORY_ONLY,
             "accounts": [{"id": i, "name": f"acc{n}"} for n, i in enumerate(ids)]}
 
 

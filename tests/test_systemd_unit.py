@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.support import REPO
 
@@ -69,9 +70,9 @@ def test_the_unit_is_hardened_and_matches_the_docs() -> None:
     assert set(one["RestrictAddressFamilies"].split()) <= {"AF_INET", "AF_INET6", "AF_UNIX", "AF_NETLINK"}
     assert "@system-service" in unit["SystemCallFilter"]
     # The memory ceiling is the Kubernetes manifests' limit.
-    deployment = (REPO / "deploy" / "kubernetes" / "single" / "deployment.yaml").read_text()
-    limit = re.search(r"limits:\s*\n(?:\s+\w+: .*\n)*?\s+memory: (\d+)Mi", deployment)
-    assert limit and one["MemoryMax"] == f"{limit.group(1)}M", (one["MemoryMax"], limit)
+    deployment = yaml.safe_load((REPO / "deploy" / "kubernetes" / "single" / "deployment.yaml").read_text())
+    limit = deployment["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"]
+    assert one["MemoryMax"] == limit.removesuffix("Mi") + "M", (one["MemoryMax"], limit)
     # The runbook's and docs' commands name this unit; the docs' install path and token file are the unit's.
     docs = (REPO / "docs" / "systemd.md").read_text()
     assert "journalctl -u cloudflare-ai-gateway-exporter" in (REPO / "docs" / "runbook.md").read_text()
