@@ -4,7 +4,11 @@ type (or a non-finite number) is refused, an optional value that is missing or n
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Collection
 from typing import Any
+
+from exporter.client import REFUSED
 
 MS_THRESHOLD = 1e11  # a Unix time below this is seconds (1e11 s is the year 5138), at or above it milliseconds
 
@@ -30,6 +34,8 @@ def result_object(body: Any, endpoint: str, allow_null: bool = False) -> dict[st
 def finite(value: Any, where: str) -> float:
     """A JSON number as a finite float. ``true``/``false`` are not numbers; NaN, infinities and numbers too
     large for a float are refused."""
+    if value is REFUSED:
+        raise Malformed(f"{where} is not a finite number (NaN, an infinity, or too large for a float)")
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise Malformed(f"{where} is not a number (got {type(value).__name__})")
     try:
@@ -87,3 +93,32 @@ def optional_object(obj: dict[str, Any], key: str, where: str) -> dict[str, Any]
     if not isinstance(value, dict):
         raise Malformed(f"{where}.{key} is not an object (got {type(value).__name__})")
     return value
+
+
+# A label value from the API must be short and take few distinct values: it repeats on every sample of its
+# series, and every new value is a new series in Prometheus (a hostile or broken answer must not flood it).
+OTHER = "other"
+MAX_CURRENCY_CHARS = 16  # an ISO 4217 code has 3; invoice_history refuses a longer one too
+
+
+def known_label(value: str, known: Collection[str]) -> str:
+    """``value`` lowercased when it is one of ``known``, else ``"other"``."""
+    folded = value.strip().lower()
+    return folded if folded in known else OTHER
+
+
+def bounded_label(value: str, pattern: re.Pattern[str]) -> str:
+    """``value`` lowercased when it matches ``pattern`` whole, else ``"other"``."""
+    folded = value.strip().lower()
+    return folded if pattern.fullmatch(folded) else OTHER
+
+
+def currency(value: str, where: str) -> str:
+    """A currency code as a label value: stripped, lowercased; empty or implausibly long is refused."""
+    code = value.strip().lower()
+    if not code:
+        raise Malformed(f"{where} is empty")
+    if len(code) > MAX_CURRENCY_CHARS:
+        raise Malformed(f"{where} is {len(code):,} characters long, more than a currency code can be "
+                        f"({MAX_CURRENCY_CHARS})")
+    return code

@@ -13,6 +13,7 @@ from types import MappingProxyType
 from typing import Any
 
 from exporter.client import AccountApi, is_number
+from exporter.collectors._wire import MAX_CURRENCY_CHARS
 from exporter.collectors.base import ACC, NS, Family, Fetched, Sink, money
 from exporter.config import MetricsConfig
 
@@ -108,8 +109,8 @@ _OPTIONAL_TYPES: dict[str, tuple[type, ...]] = {
 
 
 # Longest text kept per field: each is a label value on several series (a real invoice id has ~30 characters).
-MAX_TEXT = {"id": 200, "currency": 16, "status": 64, "created_by": 200, "invoice_origin": 200, "invoice_pdf": 2048,
-            "description": 10_000}
+MAX_TEXT = {"id": 200, "currency": MAX_CURRENCY_CHARS, "status": 64, "created_by": 200, "invoice_origin": 200,
+            "invoice_pdf": 2048, "description": 10_000}
 
 
 def _finite(value: Any) -> bool:
