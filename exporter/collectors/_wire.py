@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Collection
-from typing import Any
+from typing import Any, cast
 
 from exporter.client import REFUSED
 
@@ -21,14 +21,28 @@ class Malformed(Exception):
         self.reason = reason
 
 
-def result_object(body: Any, endpoint: str, allow_null: bool = False) -> dict[str, Any] | None:
-    """The envelope's ``result`` object; ``None`` for a null result when ``allow_null``."""
+def optional_result(body: Any, endpoint: str) -> dict[str, Any] | None:
+    """The envelope's ``result`` object; ``None`` for a null or missing result."""
     result = body.get("result") if isinstance(body, dict) else None
-    if result is None and allow_null:
-        return None
-    if not isinstance(result, dict):
+    if result is not None and not isinstance(result, dict):
         raise Malformed(f"{endpoint}: result is not an object (got {type(result).__name__})")
     return result
+
+
+def result_object(body: Any, endpoint: str) -> dict[str, Any]:
+    """The envelope's ``result`` object; a null or missing result is refused."""
+    result = optional_result(body, endpoint)
+    if result is None:
+        raise Malformed(f"{endpoint}: result is not an object (got NoneType)")
+    return result
+
+
+def _present(obj: dict[str, Any], key: str, where: str, required: bool) -> Any:
+    """``obj[key]``; None when missing or null, which is refused when ``required``."""
+    value = obj.get(key)
+    if value is None and required:
+        raise Malformed(f"{where}.{key} is missing")
+    return value
 
 
 def finite(value: Any, where: str) -> float:
@@ -48,12 +62,8 @@ def finite(value: Any, where: str) -> float:
 
 
 def number(obj: dict[str, Any], key: str, where: str, required: bool = False) -> float | None:
-    value = obj.get(key)
-    if value is None:
-        if required:
-            raise Malformed(f"{where}.{key} is missing")
-        return None
-    return finite(value, f"{where}.{key}")
+    value = _present(obj, key, where, required)
+    return None if value is None else finite(value, f"{where}.{key}")
 
 
 def timestamp(obj: dict[str, Any], key: str, where: str, required: bool = False) -> float | None:
@@ -64,35 +74,23 @@ def timestamp(obj: dict[str, Any], key: str, where: str, required: bool = False)
     return value if abs(value) < MS_THRESHOLD else value / 1000.0
 
 
-def string(obj: dict[str, Any], key: str, where: str, required: bool = False) -> str | None:
-    value = obj.get(key)
-    if value is None:
-        if required:
-            raise Malformed(f"{where}.{key} is missing")
-        return None
-    if not isinstance(value, str):
-        raise Malformed(f"{where}.{key} is not a string (got {type(value).__name__})")
+def _typed(obj: dict[str, Any], key: str, where: str, required: bool, kind: type, what: str) -> Any:
+    value = _present(obj, key, where, required)
+    if value is not None and not isinstance(value, kind):
+        raise Malformed(f"{where}.{key} is not {what} (got {type(value).__name__})")
     return value
+
+
+def string(obj: dict[str, Any], key: str, where: str, required: bool = False) -> str | None:
+    return cast(str | None, _typed(obj, key, where, required, str, "a string"))
 
 
 def boolean(obj: dict[str, Any], key: str, where: str, required: bool = False) -> bool | None:
-    value = obj.get(key)
-    if value is None:
-        if required:
-            raise Malformed(f"{where}.{key} is missing")
-        return None
-    if not isinstance(value, bool):
-        raise Malformed(f"{where}.{key} is not a boolean (got {type(value).__name__})")
-    return value
+    return cast(bool | None, _typed(obj, key, where, required, bool, "a boolean"))
 
 
 def optional_object(obj: dict[str, Any], key: str, where: str) -> dict[str, Any] | None:
-    value = obj.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise Malformed(f"{where}.{key} is not an object (got {type(value).__name__})")
-    return value
+    return cast(dict[str, Any] | None, _typed(obj, key, where, False, dict, "an object"))
 
 
 # A label value from the API must be short and take few distinct values: it repeats on every sample of its

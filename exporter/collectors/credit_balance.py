@@ -104,7 +104,6 @@ class CreditBalance:
 
 def parse_credit_balance(body: Any) -> CreditBalance:
     result = result_object(body, PATH)
-    assert result is not None
     where = f"{PATH}: result"
     balance = number(result, "balance", where, required=True)
     assert balance is not None

@@ -92,7 +92,6 @@ class SpendingLimit:
 
 def parse_spending_limit(body: Any) -> SpendingLimit:
     result = result_object(body, PATH)
-    assert result is not None
     where = f"{PATH}: result"
     enabled = boolean(result, "enabled", where, required=True)
     assert enabled is not None

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from exporter.client import MAX_ITEMS_PER_PAGE
-from exporter.collectors._wire import Malformed, number, result_object, timestamp
+from exporter.collectors._wire import Malformed, number, optional_result, timestamp
 from exporter.collectors.base import ACC, NS, AccountApi, Family, Fetched, Sink, money
 from exporter.config import UsageHistorySettings
 
@@ -65,7 +65,7 @@ class Bucket:
 def parse_history(body: Any) -> tuple[Bucket, ...]:
     """``result.history`` as buckets. A null result or history is an empty history. Any malformed entry refuses
     the whole answer: a sum with a bucket left out would be a wrong number, not a smaller one."""
-    result = result_object(body, PATH, allow_null=True)
+    result = optional_result(body, PATH)
     if result is None:
         return ()
     for info in (result.get("pagination"), body.get("result_info")):
