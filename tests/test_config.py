@@ -168,15 +168,3 @@ def test_version_flag() -> None:
     result = run_cli("--version")
     assert result.returncode == 0 and "cloudflare-ai-gateway-exporter" in result.stdout
 
-
-def test_port_in_use_exits_1_with_a_message(tmp_path: Path) -> None:
-    import socket
-
-    path = write(tmp_path, f"cloudflare:\n  api_token: abc-token-1\naccounts:\n  - id: {ACC}\n")
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        port = busy.getsockname()[1]
-        result = run_cli("--config.file", str(path), "--web.listen-address", f"127.0.0.1:{port}")
-    assert result.returncode == 1
-    assert "cannot listen" in result.stderr and "Traceback" not in result.stderr
