@@ -40,7 +40,6 @@ IDLE_TIMEOUT = 30.0  # a connection with no request yet, or kept alive between r
 WRITE_TIMEOUT = 30.0  # writing one 256 kB batch of an answer to a client that does not read
 MAX_HEAD_BYTES = 16 * 1024  # request line and headers; also at most 100 header lines (http.client)
 MAX_BODY = 64 * 1024  # a request body (POST /-/reload needs none)
-CONNECTION_TIMEOUT = IDLE_TIMEOUT
 
 
 class HeadTooLarge(http.client.HTTPException):
