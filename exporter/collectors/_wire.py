@@ -8,7 +8,7 @@ import re
 from collections.abc import Collection
 from typing import Any, cast
 
-from exporter.client import REFUSED
+from exporter.client import REFUSED, is_number
 
 MS_THRESHOLD = 1e11  # a Unix time below this is seconds (1e11 s is the year 5138), at or above it milliseconds
 
@@ -45,20 +45,24 @@ def _present(obj: dict[str, Any], key: str, where: str, required: bool) -> Any:
     return value
 
 
+def is_finite(value: Any) -> bool:
+    """Whether ``value`` is a JSON number (not a boolean) that is a finite float: the one test of every reader."""
+    try:
+        return is_number(value) and math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
 def finite(value: Any, where: str) -> float:
     """A JSON number as a finite float. ``true``/``false`` are not numbers; NaN, infinities and numbers too
     large for a float are refused."""
     if value is REFUSED:
         raise Malformed(f"{where} is not a finite number (NaN, an infinity, or too large for a float)")
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if not is_number(value):
         raise Malformed(f"{where} is not a number (got {type(value).__name__})")
-    try:
-        number = float(value)
-    except OverflowError:
-        raise Malformed(f"{where} is too large") from None
-    if not math.isfinite(number):
-        raise Malformed(f"{where} is not a finite number ({value!r})")
-    return number
+    if not is_finite(value):
+        raise Malformed(f"{where} is not a finite number or too large for a float")
+    return float(value)
 
 
 def number(obj: dict[str, Any], key: str, where: str, required: bool = False) -> float | None:
