@@ -127,12 +127,15 @@ def test_hostile_label_text_is_bounded_and_the_exposition_stays_valid(
 def test_success_false_on_200_is_not_enrolled_unless_the_code_says_auth(
         fake_api: FakeCloudflareAPI, exporter_factory: Callable[..., ExporterProcess]) -> None:
     """A 200 with success:false and a non-auth code: the account does not use the feature (poll_success 1,
-    endpoint_enrolled 0). An auth code on 200 or 403 is a failure: the last good balance stays."""
+    endpoint_enrolled 0). An auth code on 200 or 403, or a firewall's HTML 403, is a failure: the last good
+    balance stays."""
     enrolled(fake_api)
     exporter = exporter_factory(config_for(fake_api, EVERY_SECOND))
     exporter.wait_metrics(lambda t: value(t, "cloudflare_ai_gateway_credit_balance") == 1234.56, what="balance")
+    waf = Fault.raw(b"<html><body>Access denied</body></html>", status=403, **{"Content-Type": "text/html"})
     fake_api.inject(ACC, *[Fault.api_error(10000, "Authentication error", status=200)] * 2,
-                    *[Fault.api_error(1000, "Invalid API Token", status=403)] * 2, endpoint="credit_balance")
+                    *[Fault.api_error(1000, "Invalid API Token", status=403)] * 2, waf, waf,
+                    endpoint="credit_balance")
 
     def failing(text: str) -> bool:
         return value(text, "cloudflare_ai_gateway_poll_success", account_id=ACC, endpoint="credit_balance") == 0
@@ -141,7 +144,8 @@ def test_success_false_on_200_is_not_enrolled_unless_the_code_says_auth(
     assert value(text, "cloudflare_ai_gateway_credit_balance") == 1234.56
     assert value(text, "cloudflare_ai_gateway_endpoint_enrolled", endpoint="credit_balance") == 1
     text = exporter.wait_metrics(lambda t: (value(t, "cloudflare_ai_gateway_api_errors_total", account_id=ACC,
-                                                  reason="auth") or 0) >= 4, what="four auth failures counted")
+                                                  reason="auth") or 0) >= 6, what="six auth failures counted")
+    assert value(text, "cloudflare_ai_gateway_credit_balance") == 1234.56  # an HTML 403 is not "not enrolled"
     fake_api.inject(ACC, *[Fault.api_error(1004, "Not found", status=200)] * 50, endpoint="credit_balance")
     text = exporter.wait_metrics(
         lambda t: value(t, "cloudflare_ai_gateway_endpoint_enrolled", endpoint="credit_balance") == 0,
