@@ -106,7 +106,7 @@ def test_hostile_label_text_is_bounded_and_the_exposition_stays_valid(
              spending_limit={"amount": 10_000, "duration": "d" * 100_000 + "\n", "strategy": "Fixed\\"},
              invoice_preview={"amount_due": 1999, "currency": " U\ud800D ", "period_end": int(time.time())})
     fake_api.accounts[ACC].invoices.append(  # a finite time no platform can show as a date
-        invoice(id="in_far", amount_due=100, status="open", created=-1e300))
+        {**invoice(id="in_far", amount_due=100, status="open", created=0), "created": -1e300})
     collectors: dict[str, Any] = {**EVERY_SECOND, "credit_balance": {"payment_method_labels": True}}
     exporter = exporter_factory(config_for(fake_api, collectors))
     text = exporter.wait_metrics(lambda t: value(t, "cloudflare_ai_gateway_upcoming_invoice_amount_due") is not None
