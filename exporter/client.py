@@ -342,8 +342,10 @@ class CloudflareClient:
             raise fail("server_error", f"HTTP {status} from the API"
                        + (f": {detail}" if body is not None else " (non-JSON body)"), True)
         auth = bool(AUTH_ERROR_CODES.intersection(codes))
-        if accept_not_enrolled and not auth and (
-                status in (403, 404) or (isinstance(body, dict) and body.get("success") is False)):
+        # Only an API envelope can say "not enrolled": a proxy's or WAF's HTML 403/404 is a failure, else it
+        # would drop every billing endpoint's last good data as if the account had left the feature.
+        if accept_not_enrolled and not auth and isinstance(body, dict) and (
+                status in (403, 404) or body.get("success") is False):
             record(code, None)
             raise NotEnrolled(f"HTTP {status}: {detail}")
         if status in (401, 403) or auth:

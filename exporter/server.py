@@ -42,7 +42,6 @@ IDLE_TIMEOUT = 30.0  # a connection with no request yet, or kept alive between r
 WRITE_TIMEOUT = 30.0  # writing one 256 kB batch of an answer to a client that does not read
 MAX_HEAD_BYTES = 16 * 1024  # request line and headers; also at most 100 header lines (http.client)
 MAX_BODY = 64 * 1024  # a request body (POST /-/reload needs none)
-CONNECTION_TIMEOUT = IDLE_TIMEOUT
 
 
 class HeadTooLarge(http.client.HTTPException):
@@ -550,7 +549,14 @@ class Handler(BaseHTTPRequestHandler):
             self._send(405, f"Method not allowed: use {allowed}\n".encode(), headers={"Allow": allowed},
                        head_only=method == "HEAD")
             return
-        answer = handler(self.headers)
+        try:
+            answer = handler(self.headers)
+        except Exception:  # a bug in one route: that request gets a 500, not a dropped connection
+            log.error("HTTP handler failed (a bug)", extra={"client": self.client_address[0], "path": self.path[:200]},
+                      exc_info=True)
+            self.close_connection = True
+            self._send(500, b"Internal Server Error (logged)\n", head_only=method == "HEAD")
+            return
         self._send(answer.status, answer.body, answer.content_type, dict(answer.headers), method == "HEAD")
 
     def _discard_body(self) -> bool:

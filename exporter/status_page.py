@@ -88,14 +88,24 @@ def duration(seconds: float) -> str:
     return f"{seconds / 86400:.0f} days"
 
 
+MIN_TIME = -62135596800.0  # 0001-01-01T00:00:00Z
+MAX_TIME = 253402300799.0  # 9999-12-31T23:59:59Z
+
+
+def _gmtime(at: float) -> time.struct_time:
+    """time.gmtime of any finite time: an API's ``created: 1e300`` (a finite number, so accepted) is shown as
+    the year 9999 instead of failing the page with OverflowError."""
+    return time.gmtime(min(max(at, MIN_TIME), MAX_TIME))
+
+
 def utc(at: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", _gmtime(at))
 
 
 def short_utc(at: float, now: float) -> str:
     """The time of day alone when it is today (UTC), else the date too."""
-    same_day = time.gmtime(at)[:3] == time.gmtime(now)[:3]
-    return time.strftime("%H:%M:%S UTC" if same_day else "%Y-%m-%d %H:%M UTC", time.gmtime(at))
+    same_day = _gmtime(at)[:3] == _gmtime(now)[:3]
+    return time.strftime("%H:%M:%S UTC" if same_day else "%Y-%m-%d %H:%M UTC", _gmtime(at))
 
 
 def ago(at: float, now: float) -> str:
@@ -107,7 +117,7 @@ def money(amount: float, divisor: float, currency: str) -> str:
 
 
 def _when(text: str, at: float, now: float) -> str:
-    return f'<time datetime="{e(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)))}" title="{e(utc(at))}">' \
+    return f'<time datetime="{e(time.strftime("%Y-%m-%dT%H:%M:%SZ", _gmtime(at)))}" title="{e(utc(at))}">' \
            f'{e(text)}</time><small>{e(short_utc(at, now))}</small>'
 
 
@@ -165,7 +175,7 @@ def _unpaid_cell(account: AccountState, divisor: float, now: float) -> str:
     invoices = f'<small>{count} unpaid invoice{"" if count == 1 else "s"}</small>'
     oldest = data.totals.oldest_unpaid
     if oldest is not None:
-        since = time.strftime("%Y-%m-%d", time.gmtime(oldest))
+        since = time.strftime("%Y-%m-%d", _gmtime(oldest))
         invoices += f'<small>oldest <time datetime="{e(since)}">{e(duration(now - oldest))}</time> ' \
                     f'(since {e(since)})</small>'
     return f"{lines}{invoices}{_stale(state, now)}"
@@ -221,7 +231,7 @@ def _next_poll_cell(account: AccountState, page: PageInput, now: float) -> str:
         return f'<span class="muted">next: not scheduled</span>{every}'
     soonest = min(upcoming)
     text = "next due now" if soonest <= now + 0.5 else f"next in {duration(soonest - now)}"
-    return f'<time datetime="{e(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(soonest)))}" ' \
+    return f'<time datetime="{e(time.strftime("%Y-%m-%dT%H:%M:%SZ", _gmtime(soonest)))}" ' \
            f'title="{e(utc(soonest))}">{e(text)}</time>{every}'
 
 

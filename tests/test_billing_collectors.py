@@ -388,10 +388,11 @@ def test_a_sliding_window_counts_the_straddling_hour_whole_an_upper_bound() -> N
     assert out.get("spending_limit_window_usage") == 5.0
 
 
-def test_an_unknown_duration_keeps_the_limit_without_usage() -> None:
+def test_an_unknown_duration_keeps_the_limit_without_usage_labelled_other() -> None:
+    """duration and strategy are label values: a known one lowercased, any other ``other`` (bounded)."""
     _, out, api = poll(SpendingLimitCollector(now=lambda: at("2026-11-25T10:00")),
-                       limit(9900, "quarterly", "fixed"), SL)
-    assert out.get("spending_limit_amount", "quarterly", "fixed") == 99.0
+                       limit(9900, "quarterly", "Fixed"), SL)
+    assert out.get("spending_limit_amount", "other", "fixed") == 99.0
     assert out.get("spending_limit_window_usage") is None
     assert len(api.calls) == 1
 

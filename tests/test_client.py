@@ -178,6 +178,15 @@ def test_a_revoked_token_is_never_not_enrolled() -> None:
     assert isinstance(err, ApiError) and err.reason == "auth" and counts.errors == {"auth": 1}
 
 
+@pytest.mark.parametrize(("status", "reason"), [(403, "auth"), (404, "invalid_response")])
+def test_an_html_403_or_404_is_a_failure_never_not_enrolled(status: int, reason: str) -> None:
+    """A proxy's or WAF's error page is not the API saying the account does not use the feature."""
+    handler, _ = sequence(httpx.Response(status, text="<html><body>Access denied</body></html>",
+                                         headers={"content-type": "text/html"}))
+    err, counts, _, _ = run(handler, lambda api: api.get("invoice-preview", {}, accept_not_enrolled=True))
+    assert isinstance(err, ApiError) and err.reason == reason and counts.errors == {reason: 1}
+
+
 def test_not_enrolled_unless_accepted_is_an_error() -> None:
     handler, _ = sequence(failure(404))
     err, _, _, _ = run(handler, get)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import exporter.config as config_module
 from exporter.config import ConfigError, load_config, parse_config, parse_duration
 from tests.support import REPO
 
@@ -169,14 +172,42 @@ def test_version_flag() -> None:
     assert result.returncode == 0 and "cloudflare-ai-gateway-exporter" in result.stdout
 
 
-def test_port_in_use_exits_1_with_a_message(tmp_path: Path) -> None:
-    import socket
 
-    path = write(tmp_path, f"cloudflare:\n  api_token: abc-token-1\naccounts:\n  - id: {ACC}\n")
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        port = busy.getsockname()[1]
-        result = run_cli("--config.file", str(path), "--web.listen-address", f"127.0.0.1:{port}")
-    assert result.returncode == 1
-    assert "cannot listen" in result.stderr and "Traceback" not in result.stderr
+def test_example_config_shows_every_key_the_loader_accepts_under_its_section(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every key the loader allows (asked of the loader itself, not a list kept here) appears in
+    config.example.yaml, set or in a comment, in the block of its own section."""
+    allowed: dict[str, tuple[str, ...]] = {}
+    section = config_module._Loader.section
+
+    def record(self: Any, doc: Any, path: str, keys: tuple[str, ...]) -> dict[str, Any]:
+        allowed[re.sub(r"\[\d+\]", "", path)] = keys
+        return section(self, doc, path, keys)
+
+    monkeypatch.setattr(config_module._Loader, "section", record)
+    load_config(REPO / "config.example.yaml", {"CLOUDFLARE_API_TOKEN": "t0ken-value"})
+    assert {"", "cloudflare", "collectors.credit_balance", "accounts"} <= set(allowed)
+    lines = (REPO / "config.example.yaml").read_text().splitlines()
+
+    def shown(path: str, key: str) -> bool:
+        """``key:`` (maybe commented out) in the block of the section named by ``path``."""
+        start, depth = 0, 0
+        for parent in filter(None, path.split(".")):
+            header = re.compile(rf"^{' ' * 2 * depth}{parent}:")
+            start = next((i + 1 for i, line in enumerate(lines[start:], start) if header.match(line)), -1)
+            if start < 0:
+                return False
+            depth += 1
+        item = re.compile(rf"(^|[\s#]){key}:")
+        for line in lines[start:]:
+            if line.strip() and not line.lstrip().startswith("#") and len(line) - len(line.lstrip()) < 2 * depth:
+                return False  # the section's block ended
+            if item.search(line):
+                return True
+        return False
+
+    def where(path: str, key: str) -> str:  # an account's credential keys are "the same keys" as cloudflare's
+        return "cloudflare" if path == "accounts" and key in config_module.CREDENTIAL_KEYS else path
+
+    missing = [f"{path}.{key}".lstrip(".") for path, keys in allowed.items() for key in keys
+               if not shown(where(path, key), key)]
+    assert not missing, f"config.example.yaml does not show {missing}"

@@ -39,6 +39,7 @@ class App:
             "/metrics": {"GET": lambda _: Response(200, b"up 1\n")},
             "/big": {"GET": lambda _: Response(200, BIG)},
             "/-/reload": {"POST": lambda _: Response(200, b"reloaded\n")},
+            "/bug": {"GET": lambda _: Response(200, str(1 / 0).encode())},
         }
 
     def web_config(self) -> WebConfig:
@@ -128,6 +129,17 @@ def test_a_client_that_hangs_up_is_logged_at_debug_without_a_traceback(
     assert wait(lambda: any(r.getMessage() == "client connection ended early" for r in caplog.records), 5)
     assert all(r.levelno == logging.DEBUG for r in caplog.records if r.name == "exporter.http")
     assert "Traceback" not in capfd.readouterr().err
+    assert httpx.get(url + "/metrics").text == "up 1\n"
+
+
+def test_a_bug_in_one_route_answers_500_and_is_logged_as_a_bug(
+        served: tuple[str, WebServers], caplog: pytest.LogCaptureFixture) -> None:
+    """A route that raises gets 500 (the client is told, not reset); the server keeps answering."""
+    url, _ = served
+    caplog.set_level(logging.DEBUG, "exporter.http")
+    answer = httpx.get(url + "/bug")
+    assert answer.status_code == 500
+    assert [r.levelno for r in caplog.records if r.getMessage() == "HTTP handler failed (a bug)"] == [logging.ERROR]
     assert httpx.get(url + "/metrics").text == "up 1\n"
 
 

@@ -91,6 +91,7 @@ def test_a_listen_address_in_use_is_named(fake_api: FakeCloudflareAPI, tmp_path:
         done = cli("--config.file", str(path), "--web.listen-address", f"127.0.0.1:{port}")
     assert done.returncode == 1
     assert f"--web.listen-address: cannot listen on 127.0.0.1:{port}: Address already in use" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_demo_once_says_the_legacy_failure_is_by_design_and_exits_0() -> None:

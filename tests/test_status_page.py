@@ -8,6 +8,8 @@ from email.message import Message
 from html.parser import HTMLParser
 from types import SimpleNamespace
 
+import pytest
+
 from exporter.app import ExporterApp
 from exporter.collectors.invoice_history import InvoiceData, parse_invoice, totals
 from exporter.config import AccountConfig, CollectorsConfig, Config, Credentials, PollConfig
@@ -169,3 +171,12 @@ def test_header_links_and_facts() -> None:
     assert '<a href="./custom/metrics">Metrics</a>' in page
     assert '<a href="./-/healthy">Health</a>' in page and '<a href="./-/ready">Readiness</a>' in page
     assert "Version " in page and "Poll interval 5 min" in page and "1 account: 1 not polled yet" in page
+
+
+@pytest.mark.parametrize("created", [1e300, -1e300, 1e17])
+def test_a_finite_time_out_of_the_platform_range_still_renders(created: float) -> None:
+    """The API may send any finite number as an invoice's created time; the page shows the oldest unpaid
+    invoice's date clamped to the years 1 to 9999 instead of failing with OverflowError."""
+    store = store_with({A1: {"invoice_history": ok(invoices(invoice(1, 14537, created=created)))}}, {A1: "research"})
+    (row,) = rows(page_for(store.snapshot(), config((A1, "research")), now=NOW))
+    assert "145.37 USD" in row and "oldest" in row

@@ -14,12 +14,14 @@ at risk until the balance falls again).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from exporter.collectors._wire import (
     Malformed,
     boolean,
+    bounded_label,
     number,
     optional_object,
     result_object,
@@ -30,6 +32,10 @@ from exporter.collectors.base import ACC, NS, AccountApi, Family, Fetched, Sink,
 from exporter.config import CreditBalanceSettings
 
 PATH = "credit-balance"
+# Label values of payment_method_info: a card brand is a short word (Stripe: visa, mastercard, amex, ...),
+# last4 is four digits; anything else is exported as "other" (a label takes few, short values).
+BRAND_RE = re.compile(r"[a-z0-9_]{1,24}")
+LAST4_RE = re.compile(r"[0-9]{4}")
 
 BALANCE = Family(f"{NS}_credit_balance", "Unified Billing credit balance, in major currency units "
                  "(credit-balance balance / amount_divisor).", ACC)
@@ -98,7 +104,6 @@ class CreditBalance:
 
 def parse_credit_balance(body: Any) -> CreditBalance:
     result = result_object(body, PATH)
-    assert result is not None
     where = f"{PATH}: result"
     balance = number(result, "balance", where, required=True)
     assert balance is not None
@@ -121,12 +126,17 @@ def parse_credit_balance(body: Any) -> CreditBalance:
     return CreditBalance(
         balance=balance,
         payment_method_present=present,
-        card_brand=string(card, "brand", f"{where}.payment_method") if card is not None else None,
-        card_last4=string(card, "last4", f"{where}.payment_method") if card is not None else None,
+        card_brand=_card_label(card, "brand", BRAND_RE, f"{where}.payment_method"),
+        card_last4=_card_label(card, "last4", LAST4_RE, f"{where}.payment_method"),
         has_card=card is not None,
         topup=topup,
         first_topup_success=boolean(result, "first_topup_success", where),
     )
+
+
+def _card_label(card: dict[str, Any] | None, key: str, pattern: re.Pattern[str], where: str) -> str | None:
+    value = string(card, key, where) if card is not None else None
+    return None if value is None else bounded_label(value, pattern)
 
 
 class CreditBalanceCollector:

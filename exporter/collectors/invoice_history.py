@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from exporter.client import AccountApi, is_number
+from exporter.client import AccountApi
+from exporter.collectors._wire import MAX_CURRENCY_CHARS, is_finite
 from exporter.collectors.base import ACC, NS, Family, Fetched, Sink, money
 from exporter.config import MetricsConfig
 
@@ -108,19 +109,15 @@ _OPTIONAL_TYPES: dict[str, tuple[type, ...]] = {
 
 
 # Longest text kept per field: each is a label value on several series (a real invoice id has ~30 characters).
-MAX_TEXT = {"id": 200, "currency": 16, "status": 64, "created_by": 200, "invoice_origin": 200, "invoice_pdf": 2048,
-            "description": 10_000}
-
-
-def _finite(value: Any) -> bool:
-    return is_number(value) and math.isfinite(value)
+MAX_TEXT = {"id": 200, "currency": MAX_CURRENCY_CHARS, "status": 64, "created_by": 200, "invoice_origin": 200,
+            "invoice_pdf": 2048, "description": 10_000}
 
 
 def parse_invoice(raw: Any) -> Invoice | None:
     """One wire invoice -> Invoice, or None when it is malformed (required fields missing or wrong type)."""
     if not isinstance(raw, dict):
         return None
-    if not all(_finite(raw.get(k)) for k in ("amount_due", "amount_paid", "amount_remaining")):
+    if not all(is_finite(raw.get(k)) for k in ("amount_due", "amount_paid", "amount_remaining")):
         return None
     currency = raw.get("currency")
     if not isinstance(currency, str) or not currency.strip():
@@ -129,7 +126,7 @@ def parse_invoice(raw: Any) -> Invoice | None:
         if raw.get(key) is not None and not isinstance(raw[key], types):
             return None
     for key in ("attempt_count", "created"):
-        if raw.get(key) is not None and not _finite(raw[key]):
+        if raw.get(key) is not None and not is_finite(raw[key]):
             return None
     if any(isinstance(raw.get(key), str) and len(raw[key]) > limit for key, limit in MAX_TEXT.items()):
         return None  # a label value of megabytes, repeated on every series of the invoice

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from exporter.collectors._wire import Malformed, number, string, timestamp
+from exporter.collectors._wire import Malformed, currency, number, optional_result, string, timestamp
 from exporter.collectors.base import ACC, NS, AccountApi, Family, Fetched, Sink, money
 from exporter.config import InvoicePreviewSettings
 
@@ -37,20 +37,16 @@ class UpcomingInvoice:
 
 def parse_invoice_preview(body: Any) -> UpcomingInvoice | None:
     """The upcoming invoice; None for a null or empty result (nothing upcoming)."""
-    result = body.get("result") if isinstance(body, dict) else None
-    if result is None or result == {}:
+    result = optional_result(body, PATH)
+    if not result:
         return None
     where = f"{PATH}: result"
-    if not isinstance(result, dict):
-        raise Malformed(f"{where} is not an object (got {type(result).__name__})")
     amount_due = number(result, "amount_due", where, required=True)
-    currency = string(result, "currency", where, required=True)
-    assert amount_due is not None and currency is not None
-    if not currency.strip():
-        raise Malformed(f"{where}.currency is empty")
+    code = string(result, "currency", where, required=True)
+    assert amount_due is not None and code is not None
     return UpcomingInvoice(
         amount_due=amount_due,
-        currency=currency.strip().lower(),
+        currency=currency(code, f"{where}.currency"),
         id=string(result, "id", where),
         amount_paid=number(result, "amount_paid", where),
         amount_remaining=number(result, "amount_remaining", where),

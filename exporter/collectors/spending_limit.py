@@ -20,7 +20,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from exporter.collectors._wire import Malformed, boolean, number, optional_object, result_object, string
+from exporter.collectors._wire import (
+    Malformed,
+    boolean,
+    known_label,
+    number,
+    optional_object,
+    result_object,
+    string,
+)
 from exporter.collectors.base import ACC, NS, AccountApi, Family, Fetched, Sink, money
 from exporter.collectors.usage_history import (
     DAY,
@@ -49,6 +57,8 @@ FIXED_START: dict[str, Callable[[float], float]] = {
     "daily": utc_day_start, "weekly": utc_week_start, "monthly": utc_month_start,
 }
 SLIDING_LENGTH = {"daily": DAY, "weekly": 7 * DAY, "monthly": 30 * DAY}
+DURATIONS = frozenset(FIXED_START)
+STRATEGIES = frozenset({"fixed", "sliding"})
 
 
 @dataclass(frozen=True)
@@ -61,7 +71,6 @@ class UsageRequest:
 def window_request(duration: str, strategy: str, now: float) -> UsageRequest | None:
     """The usage-history request that covers the limit's current window at ``now``; None for a duration or
     strategy this exporter does not know (the usage is then absent, the limit itself still exported)."""
-    duration, strategy = duration.lower(), strategy.lower()
     if strategy == "fixed" and duration in FIXED_START:
         return UsageRequest("day", FIXED_START[duration](now), utc_day_start(now) + DAY)
     if strategy == "sliding" and duration in SLIDING_LENGTH:
@@ -83,18 +92,20 @@ class SpendingLimit:
 
 def parse_spending_limit(body: Any) -> SpendingLimit:
     result = result_object(body, PATH)
-    assert result is not None
     where = f"{PATH}: result"
     enabled = boolean(result, "enabled", where, required=True)
     assert enabled is not None
     config = optional_object(result, "config", where)
     if config is None:
         return SpendingLimit(enabled)
-    return SpendingLimit(
+    duration = string(config, "duration", f"{where}.config", required=True)
+    strategy = string(config, "strategy", f"{where}.config", required=True)
+    assert duration is not None and strategy is not None
+    return SpendingLimit(  # duration and strategy are label values: a value this exporter does not know is "other"
         enabled,
         amount=number(config, "amount", f"{where}.config", required=True),
-        duration=string(config, "duration", f"{where}.config", required=True),
-        strategy=string(config, "strategy", f"{where}.config", required=True),
+        duration=known_label(duration, DURATIONS),
+        strategy=known_label(strategy, STRATEGIES),
     )
 
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from exporter.collectors._wire import Malformed, number, result_object, timestamp
+from exporter.client import MAX_ITEMS_PER_PAGE
+from exporter.collectors._wire import Malformed, number, optional_result, timestamp
 from exporter.collectors.base import ACC, NS, AccountApi, Family, Fetched, Sink, money
 from exporter.config import UsageHistorySettings
 
@@ -64,7 +65,7 @@ class Bucket:
 def parse_history(body: Any) -> tuple[Bucket, ...]:
     """``result.history`` as buckets. A null result or history is an empty history. Any malformed entry refuses
     the whole answer: a sum with a bucket left out would be a wrong number, not a smaller one."""
-    result = result_object(body, PATH, allow_null=True)
+    result = optional_result(body, PATH)
     if result is None:
         return ()
     for info in (result.get("pagination"), body.get("result_info")):
@@ -75,6 +76,9 @@ def parse_history(body: Any) -> tuple[Bucket, ...]:
         return ()
     if not isinstance(history, list):
         raise Malformed(f"{PATH}: result.history is not a list (got {type(history).__name__})")
+    if len(history) > MAX_ITEMS_PER_PAGE:  # a month of days has 31 entries, 30 days of hours 721
+        raise Malformed(f"{PATH}: result.history has {len(history):,} entries, more than the limit of "
+                        f"{MAX_ITEMS_PER_PAGE:,} per page")
     buckets = []
     for index, entry in enumerate(history):
         where = f"{PATH}: result.history[{index}]"
