@@ -114,6 +114,30 @@ def test_slow_and_idle_clients_are_cut_at_their_deadline(served: tuple[str, WebS
     assert httpx.get(url + "/metrics").text == "up 1\n"
 
 
+def test_keep_alive_requests_are_answered_and_a_stalled_next_request_holds_no_thread(
+        served: tuple[str, WebServers], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The handler thread that answered a keep-alive request also answers the next one if it comes at once
+    (pipelined here); a next request that stalls half-way goes back to the accept loop and is cut 1 s after its
+    first byte, like any slow client."""
+    monkeypatch.setattr(server_module, "IDLE_TIMEOUT", 5.0)
+    url, servers = served
+    host, port = url.removeprefix("http://").split(":")
+    request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        started = time.monotonic()
+        sock.sendall(request * 3 + b"GET /metrics HTTP/1.1\r\nHo")
+        answers = b""
+        while answers.count(b"up 1\n") < 3:
+            chunk = sock.recv(65536)
+            assert chunk, answers
+            answers += chunk
+        assert answers.count(b"HTTP/1.1 200 OK") == 3
+        assert wait(lambda: servers._servers[0].load == (1, 0), 0.9)  # back in the accept loop, no thread held
+        assert sock.recv(100) == b""  # closed at the request deadline, not the 5 s idle one
+        assert time.monotonic() - started < 3.0
+    assert httpx.get(url + "/metrics").text == "up 1\n"
+
+
 def test_a_client_that_hangs_up_is_logged_at_debug_without_a_traceback(
         served: tuple[str, WebServers], caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]) -> None:
     url, _ = served
