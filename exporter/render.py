@@ -2,13 +2,17 @@
 
 Each (account, endpoint) ``EndpointState`` is rendered when it first appears, one piece of lines per metric
 family, and kept while the store holds that same object (states are immutable and replaced whole by a
-poll). A piece's gzip member is compressed once too, at its first gzip scrape. A scrape writes each family's
+poll). A scrape writes each family's
 ``# HELP``/``# TYPE`` and then the kept pieces in account order; the counters and the exporter's own small
 families are rendered per scrape from their own small pieces. So a poll of one account costs that account's
 rendering, and a counted API request never throws billing lines away.
 
 The gzip answer is a sequence of gzip members (RFC 1952 section 2.2), which every gzip reader, Go's
-(Prometheus) included, reads as one stream. Gauge lines are the same bytes in the text format 0.0.4 and in
+(Prometheus) included, reads as one stream: one member per block of consecutive chunks of about
+``BLOCK_BYTES`` of plain text, compressed at the first gzip scrape after one of its pieces changed. Blocks
+compress almost as well as the whole exposition in one stream (a piece alone, often one line, would not),
+and a poll of one account recompresses only the blocks its pieces are in (a block holds about 8 kB and may
+span two families). Gauge lines are the same bytes in the text format 0.0.4 and in
 OpenMetrics; only the headers of counters and the trailing ``# EOF`` differ, and those come from
 prometheus_client itself.
 """
@@ -20,6 +24,7 @@ import struct
 import threading
 import zlib
 from array import array
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -42,6 +47,7 @@ from exporter.snapshot import Counts, EndpointState, Snapshot, SnapshotStore
 # The classic text format, which every Prometheus version parses; newer client libraries label it 1.0.0.
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 GZIP_LEVEL = 6
+BLOCK_BYTES = 8 * 1024  # plain text per gzip member: within 1.1-1.2x of one stream, a poll recompresses ~100 kB
 EP = (*ACC, "endpoint")
 
 POLL_SUCCESS = Family(f"{NS}_poll_success", "1 if the last poll of the account's endpoint succeeded, else 0.", EP)
@@ -187,48 +193,35 @@ def gzip_member(data: bytes) -> bytes:
     """A complete gzip member whose deflate data ends with a sync flush before an empty final block, so
     ``member[10:-10]`` is a byte-aligned, self-contained deflate segment that can also be spliced into
     one single-member stream (see ``_single_member``)."""
-    # A window no larger than the data and a small hash (memLevel 5): most pieces are one line of ~150 bytes,
-    # and zlib's default state (about 270 kB per compressor, allocated and freed for each of 17,000 pieces)
-    # only fragments the heap. The output is the same size at these lengths; any inflater reads it.
-    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -max(9, min(15, len(data).bit_length())), 5)
+    # A window no larger than the data: small inputs (headers, the per-scrape families) need no 32 kB window.
+    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -max(9, min(15, len(data).bit_length())))
     segment = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
     return GZIP_HEADER + segment + EMPTY_FINAL_BLOCK + struct.pack("<II", zlib.crc32(data), len(data) & 0xFFFFFFFF)
 
 
 def _single_member(parts: Sequence[_Part], rest: bytes) -> tuple[bytes | memoryview, ...]:
-    """The members' deflate segments as one gzip member: for clients that read only the first member
+    """The blocks' deflate segments as one gzip member: for clients that read only the first member
     (curl, httpx). Costs a CRC-32 over the plain bytes, no compression; each kept part keeps the CRC of its
     bytes (continued from the parts before it) until one of its pieces changes."""
     crc = size = 0
     segments: list[bytes | memoryview] = [GZIP_HEADER]
     for part in parts:
         crc, size = part.checksum(crc, size)
-        segments += part.segments()
+        segments += [memoryview(member)[10:-10] for member in part.gz()]
     crc, size = zlib.crc32(rest, crc), size + len(rest)
     segments.append(memoryview(gzip_member(rest))[10:-10])
     segments.append(EMPTY_FINAL_BLOCK + struct.pack("<II", crc, size & 0xFFFFFFFF))
     return tuple(segments)
 
 
-@lru_cache(maxsize=2048)
-def _gzip_header(family: Family, openmetrics: bool) -> bytes:
-    return gzip_member(header(family, openmetrics))
-
-
 class _Piece:
-    """One source's rendered lines per family (and their gzip members, made at the first gzip scrape)."""
+    """One source's rendered lines per family."""
 
-    __slots__ = ("key", "lines", "zipped")
+    __slots__ = ("key", "lines")
 
     def __init__(self, key: Any, lines: dict[Family, bytes]) -> None:
         self.key = key
         self.lines = lines
-        self.zipped: dict[Family, bytes] | None = None
-
-    def gz(self) -> dict[Family, bytes]:
-        if self.zipped is None:
-            self.zipped = {family: gzip_member(data) for family, data in self.lines.items()}
-        return self.zipped
 
 
 @dataclass(frozen=True)
@@ -271,10 +264,10 @@ class Renderer:
         self._counts: dict[str, _Piece] = {}
         self._snapshot: Snapshot | None = None  # the snapshot the pieces are of
         self._accounts: Mapping[str, Any] = {}  # account_id -> the AccountState its pieces were checked against
-        # the billing part of an answer, as lists of chunks, kept until a piece changes: (openmetrics,
-        # gzip, single member) -> (plain chunks, gzip members)
-        self._parts: dict[tuple[bool, bool, bool], _Part] = {}
-        self._count_parts: dict[tuple[bool, bool, bool], _Part] = {}  # the same for the API counters
+        # the billing part of an answer, as plain chunks (and gzip blocks), kept until its layout changes:
+        # (openmetrics, gzip) -> part
+        self._parts: dict[tuple[bool, bool], _Part] = {}
+        self._count_parts: dict[tuple[bool, bool], _Part] = {}  # the same for the API counters
 
     def render(self, accept: str | None = None, accept_encoding: str | None = None,
                user_agent: str | None = None) -> Rendered:
@@ -361,16 +354,13 @@ class Renderer:
     def _assemble(self, status: ExporterStatus, openmetrics: bool,
                   use_gzip: bool, single_member: bool) -> tuple[bytes | memoryview, ...]:
         """Headers and kept pieces in family order, then the small per-scrape families."""
-        key = (openmetrics, use_gzip, single_member)
+        key = (openmetrics, use_gzip)
         part = self._parts.get(key)
         if part is None:
-            part = self._parts[key] = _Part(self._families, self._pieces, openmetrics, use_gzip, single_member)
+            part = self._parts[key] = _Part(self._families, self._pieces, openmetrics, use_gzip)
         counters = self._count_parts.get(key)
         if counters is None:
-            counters = self._count_parts[key] = _Part(COUNTER_FAMILIES, self._counts, openmetrics, use_gzip,
-                                                      single_member)
-        plain = [*part.plain, *counters.plain]
-        zipped = [*part.zipped, *counters.zipped]
+            counters = self._count_parts[key] = _Part(COUNTER_FAMILIES, self._counts, openmetrics, use_gzip)
         tail = Lines()
         exporter_samples(status, tail, dict(self._pauses()) if self._pauses is not None else None)
         lines = tail.encoded()
@@ -382,50 +372,56 @@ class Renderer:
         rest = b"".join(small)
         if use_gzip and single_member:
             return _single_member((part, counters), rest)
-        plain.append(rest)
         if not use_gzip:
-            return tuple(plain)
-        zipped.append(gzip_member(rest))
-        return tuple(zipped)
+            return (*part.plain, *counters.plain, rest)
+        return (*part.gz(), *counters.gz(), gzip_member(rest))
 
 
 class _Part:
-    """Family headers and pieces in exposition order, as plain chunks and/or gzip members, with where each
-    piece's chunks are, so a poll that leaves an account's families in place swaps its chunks in O(1).
-    The plain and the gzip list (both kept for the single-member answer) have the same layout, so one index
-    per piece and family serves both; the indexes are kept as machine ints (an ``array``), not as Python
-    tuples of ints: 17,000 pieces cost 0.1 MB, not 2 MB."""
+    """Family headers and pieces in exposition order as plain chunks, with where each piece's chunks are, so
+    a poll that leaves an account's families in place swaps its chunks in O(1). The indexes are kept as
+    machine ints (an ``array``), not as Python tuples of ints: 17,000 pieces cost 0.1 MB, not 2 MB.
+
+    With gzip, the chunks are cut into blocks of consecutive chunks of about ``BLOCK_BYTES`` each (a block
+    may span families); each block's gzip member is made at the first gzip scrape after one of its chunks
+    changed. Both gzip answers use them: as they are (many members) or their deflate segments spliced."""
 
     def __init__(self, families: Sequence[Family], pieces: Mapping[Any, _Piece], openmetrics: bool,
-                 use_gzip: bool, single_member: bool) -> None:
+                 use_gzip: bool) -> None:
         self.families = families
-        self.use_plain = not use_gzip or single_member
-        self.use_gzip = use_gzip
         self.plain: list[bytes] = []
-        self.zipped: list[bytes] = []
         self.where: dict[Any, array[int]] = {}  # key -> index of each of its families' chunks, family order
         self._checksum: tuple[int, int, int, int] | None = None  # (crc in, size in, crc out, size out)
-        chunks = self.plain if self.use_plain else self.zipped
+        plain = self.plain
         for family in families:
-            if self.use_gzip:
-                self.zipped.append(_gzip_header(family, openmetrics))
-            if self.use_plain:
-                self.plain.append(header(family, openmetrics))
+            plain.append(header(family, openmetrics))
             for key, piece in pieces.items():
                 data = piece.lines.get(family)
                 if data:
                     at = self.where.get(key)
                     if at is None:
                         at = self.where[key] = array("l")
-                    at.append(len(chunks))
-                    if self.use_gzip:
-                        self.zipped.append(piece.gz()[family])
-                    if self.use_plain:
-                        self.plain.append(data)
+                    at.append(len(plain))
+                    plain.append(data)
+        self.starts = array("l")  # index of each block's first chunk
+        self.members: list[bytes | None] = []  # each block's gzip member, None until made (or after a change)
+        if use_gzip:
+            size = BLOCK_BYTES
+            for index, data in enumerate(plain):
+                if size >= BLOCK_BYTES:
+                    self.starts.append(index)
+                    size = 0
+                size += len(data)
+            self.members = [None] * len(self.starts)
 
-    def segments(self) -> list[memoryview]:
-        """The members' deflate segments (made per scrape: a kept memoryview costs 184 bytes, 3 MB here)."""
-        return [memoryview(m)[10:-10] for m in self.zipped]
+    def gz(self) -> list[bytes]:
+        """The blocks' gzip members; the blocks changed since the last call are compressed again."""
+        members, starts, plain = self.members, self.starts, self.plain
+        for block, member in enumerate(members):
+            if member is None:
+                end = starts[block + 1] if block + 1 < len(starts) else len(plain)
+                members[block] = gzip_member(b"".join(plain[starts[block]:end]))
+        return members  # type: ignore[return-value]  # none is None now
 
     def checksum(self, crc: int, size: int) -> tuple[int, int]:
         """The CRC-32 and length of this part's plain bytes, continued from ``crc`` and ``size``."""
@@ -448,12 +444,10 @@ class _Part:
                 continue
             lines = piece.lines
             families = [f for f in self.families if lines.get(f)]
-            zipped = piece.gz() if self.use_gzip else None
             for family, index in zip(families, at, strict=True):
-                if zipped is not None:
-                    self.zipped[index] = zipped[family]
-                if self.use_plain:
-                    self.plain[index] = lines[family]
+                self.plain[index] = lines[family]
+                if self.members:
+                    self.members[bisect_right(self.starts, index) - 1] = None
 
 
 MULTI_MEMBER_CLIENTS = ("Prometheus/",)  # Go's gzip reader reads concatenated members (multistream)

@@ -17,6 +17,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.registry import Collector
 
+from exporter import render
 from exporter.collectors import build_collectors, settings_for
 from exporter.collectors.base import Family
 from exporter.collectors.invoice_history import Invoice, InvoiceData, InvoiceHistory, totals
@@ -198,7 +199,9 @@ def gzip_members(body: bytes) -> int:
     return count
 
 
-def test_the_gzip_answer_is_many_members_read_whole_by_python_gzip_and_promtool(tmp_path: Any) -> None:
+def test_the_gzip_answer_is_many_members_read_whole_by_python_gzip_and_promtool(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(render, "BLOCK_BYTES", 1024)  # many blocks, so many members to read and splice
     rng = random.Random(3)
     store = SnapshotStore()
     ids = [f"{i:032x}" for i in range(30)]
@@ -225,3 +228,47 @@ def test_the_gzip_answer_is_many_members_read_whole_by_python_gzip_and_promtool(
     path.write_bytes(unzipped)
     result = run_tool("sh", "-c", f"promtool check metrics < {path}")
     assert result.returncode == 0 and not result.stdout.strip() and not result.stderr.strip(), result
+
+
+def test_gzip_blocks_compress_like_one_stream_and_a_poll_recompresses_only_its_blocks(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    store = SnapshotStore()
+    ids = [f"{i:032x}" for i in range(1000)]
+    store.set_accounts([(i, f"team-{i[-4:]}") for i in ids], ["invoice_history"])
+
+    def invoices(n: int, paid: float) -> EndpointState:
+        return invoice_state([Invoice(f"in_{n}_{k}", "usd", 1000.0 + n, paid, 1000.0 + n - paid, "open", 1.0, True,
+                                      1.7e9 + n) for k in range(2)])
+
+    for n, account_id in enumerate(ids):
+        store.record_poll(account_id, "invoice_history", invoices(n, 0.0), Counter({"200": 1}), Counter())
+    status = ExporterStatus(dataclasses.replace(Config(), metrics=MetricsConfig(invoice_series="all")))
+    renderer = Renderer(store, lambda: status)
+    plain = renderer.render().body
+    whole = len(gzip.compress(plain, 6))
+    for agent in ("Prometheus/3.5.0", "curl/8.0"):
+        body = renderer.render(None, "gzip", agent).body
+        assert gzip.decompress(body) == plain and len(body) <= 1.3 * whole, (agent, len(body), whole)
+
+    compressed: list[bytes] = []
+    original = render.gzip_member
+
+    def counting(data: bytes) -> bytes:
+        compressed.append(data)
+        return original(data)
+
+    monkeypatch.setattr(render, "gzip_member", counting)
+    renderer.render(None, "gzip", "Prometheus/3.5.0")
+    assert len(compressed) == 1  # unchanged: only the small per-scrape families
+    compressed.clear()
+    polled = ids[500]
+    store.record_poll(polled, "invoice_history", invoices(500, 250.0), Counter({"200": 1}), Counter())
+    body = renderer.render(None, "gzip", "Prometheus/3.5.0").body
+    plain = renderer.render().body
+    assert gzip.decompress(body) == plain
+    *blocks, _rest = compressed  # the last: the per-scrape families
+    assert blocks and all(polled.encode() in block for block in blocks)  # only the blocks holding its lines
+    assert sum(map(len, blocks)) < len(plain) / 20
+    compressed.clear()
+    assert zlib.decompress(renderer.render(None, "gzip", "curl/8.0").body, 31) == plain
+    assert len(compressed) == 1  # the single-member answer uses the same blocks
