@@ -16,7 +16,6 @@ import html
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from exporter import __version__
 from exporter.collectors import interval_for, settings_for
@@ -414,8 +413,3 @@ time,time+small{white-space:nowrap}
  .id{white-space:normal;overflow-wrap:anywhere}
 }
 """
-
-
-def page_for(snapshot: Snapshot, config: Config, **kwargs: Any) -> str:
-    """Shorthand for tests: the page of ``snapshot`` under ``config``."""
-    return render_status_page(PageInput(snapshot, config, **kwargs))

@@ -175,3 +175,10 @@ def run_once(config: dict[str, Any], *args: str, workdir: Path, timeout: float =
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "exporter", "--config.file", str(path), "--once", *args],
                           cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def page_for(snapshot: Any, config: Any, **kwargs: Any) -> str:
+    """The status page of ``snapshot`` under ``config`` (kwargs: the rest of ``PageInput``)."""
+    from exporter.status_page import PageInput, render_status_page
+
+    return render_status_page(PageInput(snapshot, config, **kwargs))

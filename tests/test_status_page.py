@@ -14,7 +14,7 @@ from exporter.app import ExporterApp
 from exporter.collectors.invoice_history import InvoiceData, parse_invoice, totals
 from exporter.config import AccountConfig, CollectorsConfig, Config, Credentials, PollConfig
 from exporter.snapshot import EndpointState, SnapshotStore
-from exporter.status_page import page_for
+from tests.support import page_for
 
 NOW = 1_764_000_000.0
 TOKEN = "tok-9f8e7d6c5b4a39281706"

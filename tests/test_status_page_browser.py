@@ -107,7 +107,7 @@ def crowded_page() -> str:
     from exporter.collectors.invoice_history import InvoiceData, parse_invoice, totals
     from exporter.config import Config
     from exporter.snapshot import EndpointState, SnapshotStore
-    from exporter.status_page import page_for
+    from tests.support import page_for
 
     now = time.time()
     endpoints = ["invoice_history", "credit_balance", "spending_limit", "usage_history", "invoice_preview"]
