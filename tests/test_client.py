@@ -11,8 +11,9 @@ import pytest
 
 from exporter.client import AccountApi, ApiError, CloudflareClient, NotEnrolled, PollCounts
 from exporter.collectors.invoice_history import InvoiceData, InvoiceHistory
-from exporter.config import AccountConfig, CloudflareConfig, Credentials
+from exporter.config import AccountConfig, CloudflareConfig, Credentials, MetricsConfig
 from exporter.ratelimit import RateLimiter
+from exporter.render import Lines
 from tests.fakeclock import FakeClock
 
 ACCOUNT = AccountConfig("0123456789abcdef0123456789abcdef", "prod", "all", Credentials(api_token="t0k3n"))
@@ -214,6 +215,17 @@ def test_invoice_history_follows_pages_and_skips_malformed_items() -> None:
     assert {r.url.params["per_page"] for r in seen} == {"2"} and seen[0].url.params["type"] == "all"
     assert isinstance(fetched.data, InvoiceData) and fetched.data.totals.remaining == {"usd": 3 * 862296.0}
     assert counts.requests == {"200": 3} and not counts.errors
+
+
+@pytest.mark.parametrize("pdf_label", [False, True])
+def test_the_pdf_link_is_kept_only_when_it_is_a_label(pdf_label: bool) -> None:
+    link = "https://pay.stripe.com/invoice/acct_1/in_1/pdf"
+    handler, _ = sequence(page([invoice(1, invoice_pdf=link)], 1, False))
+    fetched, _, _, _ = run(handler, InvoiceHistory(pdf_label).fetch)
+    assert fetched.data.invoices[0].invoice_pdf == (link if pdf_label else None)
+    out = Lines()
+    InvoiceHistory(pdf_label).render(("acc", "prod"), fetched.data, MetricsConfig(invoice_series="all"), out)
+    assert (link.encode() in b"".join(out.encoded().values())) is pdf_label
 
 
 @pytest.mark.parametrize(("pages", "message"), [

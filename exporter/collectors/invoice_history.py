@@ -9,6 +9,7 @@ import sys
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from types import MappingProxyType
 from typing import Any
 
@@ -113,8 +114,9 @@ MAX_TEXT = {"id": 200, "currency": MAX_CURRENCY_CHARS, "status": 64, "created_by
             "invoice_pdf": 2048, "description": 10_000}
 
 
-def parse_invoice(raw: Any) -> Invoice | None:
-    """One wire invoice -> Invoice, or None when it is malformed (required fields missing or wrong type)."""
+def parse_invoice(raw: Any, pdf: bool = True) -> Invoice | None:
+    """One wire invoice -> Invoice, or None when it is malformed (required fields missing or wrong type).
+    Without ``pdf`` the PDF link is not kept: it is a capability URL, and 20,000 of them are 2.5 MB."""
     if not isinstance(raw, dict):
         return None
     if not all(is_finite(raw.get(k)) for k in ("amount_due", "amount_paid", "amount_remaining")):
@@ -144,7 +146,7 @@ def parse_invoice(raw: Any) -> Invoice | None:
         created=float(raw["created"]) if raw.get("created") is not None else None,
         created_by=raw.get("created_by"),
         origin=raw.get("invoice_origin"),
-        invoice_pdf=raw.get("invoice_pdf"),
+        invoice_pdf=raw.get("invoice_pdf") if pdf else None,
     )
 
 
@@ -175,6 +177,7 @@ class InvoiceHistory:
     endpoint = "invoice_history"
 
     def __init__(self, pdf_label: bool = False) -> None:
+        self.pdf = pdf_label
         self.info = _family("invoice_info", "Invoice metadata; always 1.",
                             (*INFO_LABELS, "invoice_pdf_url") if pdf_label else INFO_LABELS)
         self.families: tuple[Family, ...] = (DUE, PAID, REMAINING, ATTEMPTS, CREATED, self.info, ACC_INVOICES,
@@ -184,8 +187,8 @@ class InvoiceHistory:
         return 1  # one page; a history longer than cloudflare.per_page takes one request per page
 
     async def fetch(self, api: AccountApi) -> Fetched:
-        parsed, pages = await api.get_pages("invoice-history", {"type": api.account.type}, "invoices",
-                                            parse_invoice)
+        parse = parse_invoice if self.pdf else partial(parse_invoice, pdf=False)
+        parsed, pages = await api.get_pages("invoice-history", {"type": api.account.type}, "invoices", parse)
         # The same id on two pages (an invoice arriving between page fetches shifts offset pages): kept once,
         # the later copy, and counted with the malformed ones in api_invalid_invoices_total.
         by_id = {inv.id: inv for inv in parsed if inv is not None}
@@ -202,7 +205,7 @@ class InvoiceHistory:
         assert isinstance(data, InvoiceData) and isinstance(settings, MetricsConfig)
         divisor = settings.amount_divisor
         series = settings.invoice_series
-        pdf = len(self.info.labels) > len(INFO_LABELS)
+        pdf = self.pdf
         if series != "none":
             for inv in data.invoices:
                 if series == "all" or inv.unpaid:
