@@ -97,6 +97,10 @@ class Poller:
     def limiter(self) -> RateLimiter:
         return self._limiter
 
+    @property
+    def http_client(self) -> httpx.AsyncClient | None:
+        return self._client.http if self._client is not None else None
+
     # --- lifecycle (called from other threads) ---
 
     def start(self) -> None:
@@ -320,7 +324,9 @@ class Poller:
         self._next_discovery = 0.0
         if self._client is not None:
             http = self._client.http
-            if config.poll.max_concurrency != old.poll.max_concurrency or config.cloudflare != old.cloudflare:
+            # The connection limit is the HTTP client's; everything else (budget, timeout, retries, token, base
+            # URL) is applied per request, so the client, its TLS context and its open connections stay.
+            if config.poll.max_concurrency != old.poll.max_concurrency:
                 http = self._new_http()
                 self._spawn(self._close_later(self._client.http, old.cloudflare.timeout + 1.0))
             self._client.reconfigure(config.cloudflare, http)

@@ -141,5 +141,11 @@ def test_reload_resizes_concurrency_and_rate_for_polls_in_flight() -> None:
         wait_for(lambda: max(peak) == 3, timeout=10, what="three polls at once after the reload")
         assert poller.limiter is limiter and limiter.rate == 20  # one budget, resized: never two side by side
         assert poller.http_limits.max_connections == 3
+        http = poller.http_client
+        budget_only = config(accounts=6, interval=0.5, concurrency=3, rate=10)
+        poller.apply(dataclasses.replace(budget_only, cloudflare=dataclasses.replace(budget_only.cloudflare,
+                                                                                     timeout=7.0)))
+        wait_for(lambda: limiter.rate == 10, timeout=10, what="the new budget")
+        assert poller.http_client is http  # its TLS context and open connections kept
     finally:
         stop()
