@@ -549,10 +549,10 @@ class Handler(BaseHTTPRequestHandler):
             self._write(chunks)
 
     def _write(self, chunks: tuple[bytes | memoryview, ...]) -> None:
-        """Write the chunks (thousands of small kept pieces) joined into batches of about WRITE_BATCH bytes:
-        one copy is far cheaper than handing the kernel thousands of small buffers (``sendmsg``: 14 ms against
-        8 ms for 21 MB in 16,000 pieces, 12 ms against 2 ms for the 2.7 MB gzip answer). The batch ends are
-        found in C (``accumulate``, ``bisect``), not by a Python loop over every chunk."""
+        """Write the chunks (a few thousand kept blocks) joined into batches of about WRITE_BATCH bytes: one
+        copy is cheaper than handing the kernel thousands of buffers (``sendmsg``: 20 ms against 8 ms for 2,400
+        blocks of 9 kB, 1.4 ms against 0.8 ms for 1,400 gzip members). The batch ends are found in C
+        (``accumulate``, ``bisect``), not by a Python loop over every chunk."""
         if len(chunks) == 1:
             self.wfile.write(chunks[0])
             return

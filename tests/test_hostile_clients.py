@@ -31,6 +31,11 @@ from tests.support import REPO, free_port, terminate
 
 pytestmark = pytest.mark.timeout(120)
 BIG = b"x" * (4 << 20)
+# An answer made of many kept pieces, as /metrics is: more buffers than one sendmsg takes, of every size,
+# some of them views into larger buffers.
+PIECES = tuple(
+    memoryview(f"{n:07d}".encode() * (n % 9000 + 1))[3:] if n % 7 == 0 else f"piece {n}\n".encode() * (n % 50 + 1)
+    for n in range(5000))
 
 
 class App:
@@ -38,6 +43,7 @@ class App:
         self.routes: Mapping[str, Mapping[str, RouteHandler]] = {
             "/metrics": {"GET": lambda _: Response(200, b"up 1\n")},
             "/big": {"GET": lambda _: Response(200, BIG)},
+            "/pieces": {"GET": lambda _: Response(200, PIECES)},
             "/-/reload": {"POST": lambda _: Response(200, b"reloaded\n")},
             "/bug": {"GET": lambda _: Response(200, str(1 / 0).encode())},
         }
@@ -136,6 +142,27 @@ def test_keep_alive_requests_are_answered_and_a_stalled_next_request_holds_no_th
         assert sock.recv(100) == b""  # closed at the request deadline, not the 5 s idle one
         assert time.monotonic() - started < 3.0
     assert httpx.get(url + "/metrics").text == "up 1\n"
+
+
+def test_an_answer_of_thousands_of_pieces_reaches_a_slow_reader_whole_and_in_order(
+        served: tuple[str, WebServers]) -> None:
+    """The pieces go out in batches; a reader slower than the socket buffer makes the kernel take part of a
+    batch at a time, and the rest still arrives in order."""
+    url, _ = served
+    expected = b"".join(PIECES)
+    assert len(expected) > 8 << 20 and len(expected) > 10 * server_module.WRITE_BATCH
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"GET /pieces HTTP/1.0\r\n\r\n")
+        time.sleep(0.3)  # the socket buffers fill up: the kernel takes only part of a call
+        received = []
+        while chunk := sock.recv(1 << 16):
+            received.append(chunk)
+            if len(received) % 50 == 0:
+                time.sleep(0.01)
+    head, _, body = b"".join(received).partition(b"\r\n\r\n")
+    assert f"Content-Length: {len(expected)}".encode() in head
+    assert body == expected
 
 
 def test_a_client_that_hangs_up_is_logged_at_debug_without_a_traceback(
