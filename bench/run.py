@@ -231,8 +231,9 @@ def churn_case(children: h.Children, wd: Path, plan: Plan) -> dict[str, Any]:
                 if phase_rps is None:
                     out["rss_peak_start_kib"] = exporter.memory()["VmHWM"]
                 exporter.reset_peak_memory()
+                rss_start = exporter.memory()["VmRSS"]
                 started, cpu0 = time.monotonic(), exporter.cpu()
-                phase: dict[str, Any] = {"name": name, "requests_per_second": phase_rps,
+                phase: dict[str, Any] = {"name": name, "requests_per_second": phase_rps, "rss_start_kib": rss_start,
                                          "exporter": churn_runs(exporter.port, plan, nginx=False)}
                 phase["exporter_cpu_seconds"] = exporter.cpu() - cpu0
                 phase["exporter_seconds"] = time.monotonic() - started
