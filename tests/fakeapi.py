@@ -51,6 +51,7 @@ import math
 import random
 import re
 import selectors
+import signal
 import socket
 import socketserver
 import sys
@@ -942,9 +943,12 @@ def main(argv: list[str] | None = None) -> int:
     for name, account_id in DEMO_ACCOUNTS.items():
         print(f"account {name}: {account_id}")
     print("Ctrl-C to stop", flush=True)
+    # Ctrl-C stops it even when started from a non-interactive shell's background job, which starts its
+    # children with SIGINT ignored (and Python then leaves it ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        while True:
-            time.sleep(3600)
+        while True:  # short sleeps: a Ctrl-C the kernel hands to a server thread is seen by the next wake-up
+            time.sleep(0.5)
     except KeyboardInterrupt:
         pass
     finally:
