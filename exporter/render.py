@@ -271,6 +271,15 @@ class _Section:
         return kept[3], kept[4]
 
 
+@dataclass
+class _Tail:
+    status: ExporterStatus
+    pauses: Mapping[str, int] | None
+    openmetrics: bool
+    plain: bytes
+    member: bytes = b""  # its gzip member, made at the first gzip scrape
+
+
 @dataclass(frozen=True)
 class Rendered:
     """One scrape's answer: chunks written one after another (for gzip, each a gzip member)."""
@@ -311,6 +320,7 @@ class Renderer:
         self._counters = _Section(COUNTER_FAMILIES, [None] * len(COUNTER_FAMILIES), self._count_lines)
         self._snapshot: Snapshot | None = None  # the snapshot the sections are of
         self._accounts: Mapping[str, AccountState] = {}  # the AccountStates the billing section was updated from
+        self._kept_tail: _Tail | None = None
 
     def render(self, accept: str | None = None, accept_encoding: str | None = None,
                user_agent: str | None = None) -> Rendered:
@@ -372,6 +382,27 @@ class Renderer:
         else:
             self._counters.rebuild(sources)
 
+    def _tail(self, status: ExporterStatus, openmetrics: bool, use_gzip: bool) -> tuple[bytes, bytes]:
+        """The exporter's own families (and ``# EOF``), and their gzip member if asked for: kept while the
+        status, the pauses and the format are those of the last scrape; rendered per scrape with the process
+        metrics."""
+        pauses = dict(self._pauses()) if self._pauses is not None else None
+        tail = self._kept_tail
+        if (self._runtime is not None or tail is None or tail.status is not status or tail.pauses != pauses
+                or tail.openmetrics != openmetrics):
+            sink = Lines()
+            exporter_samples(status, sink, pauses)
+            lines = sink.encoded()
+            small = [header(f, openmetrics) + lines.get(f, b"") for f in EXPORTER_FAMILIES]
+            if self._runtime is not None:
+                small.append((_openmetrics if openmetrics else generate_latest)(self._runtime).removesuffix(b"# EOF\n"))
+            if openmetrics:
+                small.append(b"# EOF\n")
+            tail = self._kept_tail = _Tail(status, pauses, openmetrics, b"".join(small))
+        if use_gzip and not tail.member:
+            tail.member = gzip_member(tail.plain)
+        return tail.plain, tail.member
+
     def _billing_sources(self, accounts: Iterable[AccountState]) -> list[tuple[Any, str | None, Any]]:
         return [((a.account_id, a.name, endpoint), endpoint, state) for a in accounts
                 for endpoint, state in a.endpoints.items() if endpoint in self._collectors]
@@ -379,15 +410,7 @@ class Renderer:
     def _assemble(self, status: ExporterStatus, openmetrics: bool,
                   use_gzip: bool, single_member: bool) -> tuple[bytes | memoryview, ...]:
         """Headers and kept blocks in family order, then the small per-scrape families."""
-        tail = Lines()
-        exporter_samples(status, tail, dict(self._pauses()) if self._pauses is not None else None)
-        lines = tail.encoded()
-        small = [header(f, openmetrics) + lines.get(f, b"") for f in EXPORTER_FAMILIES]
-        if self._runtime is not None:
-            small.append((_openmetrics if openmetrics else generate_latest)(self._runtime).removesuffix(b"# EOF\n"))
-        if openmetrics:
-            small.append(b"# EOF\n")
-        rest = b"".join(small)
+        rest, rest_member = self._tail(status, openmetrics, use_gzip)
         chunks: list[bytes | memoryview] = []
         sections = (self._billing, self._counters)
         if not use_gzip:
@@ -397,7 +420,7 @@ class Renderer:
         elif not single_member:
             for section in sections:
                 section.members(openmetrics, chunks)
-            chunks.append(gzip_member(rest))
+            chunks.append(rest_member)
         else:  # one member, for clients that read only the first (curl, httpx): no compression, one CRC-32
             crc = size = 0
             chunks.append(GZIP_HEADER)
@@ -405,7 +428,7 @@ class Renderer:
                 crc, size = section.checksum(openmetrics, crc, size)
                 section.segments(openmetrics, chunks)
             crc, size = zlib.crc32(rest, crc), size + len(rest)
-            chunks.append(memoryview(gzip_member(rest))[10:-10])
+            chunks.append(memoryview(rest_member)[10:-10])
             chunks.append(EMPTY_FINAL_BLOCK + struct.pack("<II", crc, size & 0xFFFFFFFF))
         return tuple(chunks)
 
