@@ -3,6 +3,7 @@ clients that hang up. The server stays bounded in threads and descriptors and ke
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import resource
@@ -31,11 +32,14 @@ from tests.support import REPO, free_port, terminate
 
 pytestmark = pytest.mark.timeout(120)
 BIG = b"x" * (4 << 20)
-# An answer made of many kept pieces, as /metrics is: more buffers than one sendmsg takes, of every size,
-# some of them views into larger buffers.
-PIECES = tuple(
-    memoryview(f"{n:07d}".encode() * (n % 9000 + 1))[3:] if n % 7 == 0 else f"piece {n}\n".encode() * (n % 50 + 1)
-    for n in range(5000))
+
+
+@functools.cache
+def pieces() -> tuple[bytes | memoryview, ...]:
+    """An answer made of many kept pieces, as /metrics is: thousands of chunks of every size, some of them views
+    into larger buffers (13.7 MB, made once and only by the test that asks for it)."""
+    return tuple(memoryview(f"{n:07d}".encode() * (n % 9000 + 1))[3:] if n % 7 == 0
+                 else f"piece {n}\n".encode() * (n % 50 + 1) for n in range(5000))
 
 
 class App:
@@ -43,7 +47,7 @@ class App:
         self.routes: Mapping[str, Mapping[str, RouteHandler]] = {
             "/metrics": {"GET": lambda _: Response(200, b"up 1\n")},
             "/big": {"GET": lambda _: Response(200, BIG)},
-            "/pieces": {"GET": lambda _: Response(200, PIECES)},
+            "/pieces": {"GET": lambda _: Response(200, pieces())},
             "/-/reload": {"POST": lambda _: Response(200, b"reloaded\n")},
             "/bug": {"GET": lambda _: Response(200, str(1 / 0).encode())},
         }
@@ -149,7 +153,7 @@ def test_an_answer_of_thousands_of_pieces_reaches_a_slow_reader_whole_and_in_ord
     """The pieces go out in batches; a reader slower than the socket buffer makes the kernel take part of a
     batch at a time, and the rest still arrives in order."""
     url, _ = served
-    expected = b"".join(PIECES)
+    expected = b"".join(pieces())
     assert len(expected) > 8 << 20 and len(expected) > 10 * server_module.WRITE_BATCH
     host, port = url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as sock:
