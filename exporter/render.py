@@ -8,10 +8,10 @@ scrape. So a poll of one account costs that account's rendering, and a counted A
 billing lines away. A new layout (accounts or endpoints added, removed or renamed, a reload) renders all.
 
 The gzip answer is a sequence of gzip members (RFC 1952 section 2.2), which every gzip reader, Go's
-(Prometheus) included, reads as one stream: one member per block, compressed at the first gzip scrape after
-the block changed. Blocks of about 8 kB compress almost as well as the whole exposition in one stream (one
-account's lines alone, often one line, would not). Other clients, some of which read only the first member,
-get the same deflate segments spliced into one member. Gauge lines are the same bytes in the text format
+(Prometheus) included, reads as one stream: one member per block, whose changed parts are compressed again at
+the first gzip scrape after a poll. Parts of about 8 kB compress almost as well as the whole exposition in one
+stream (one account's lines alone, often one line, would not). Other clients, some of which read only the first
+member, get the same deflate segments spliced into one member. Gauge lines are the same bytes in the text format
 0.0.4 and in OpenMetrics; only the headers of counters and the trailing ``# EOF`` differ, and those come from
 prometheus_client itself.
 """

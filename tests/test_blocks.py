@@ -3,6 +3,7 @@ and spliced segments decompress to those bytes."""
 
 from __future__ import annotations
 
+import gzip
 import random
 import zlib
 from array import array
@@ -27,6 +28,7 @@ def line(rng: random.Random) -> bytes:
 def test_splices_give_the_bytes_of_a_fresh_build_and_members_that_decompress_to_them(
         seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(blocks_module, "BLOCK_BYTES", 512)  # many blocks, and splits
+    monkeypatch.setattr(blocks_module, "PART_BYTES", 128)  # many parts per block, and splits of parts
     rng = random.Random(seed)
     columns = [[line(rng) if rng.random() < 0.3 else b"" for _ in range(rng.choice([0, 1, 7, 60]))]
                for _ in range(5)]
@@ -47,6 +49,30 @@ def test_splices_give_the_bytes_of_a_fresh_build_and_members_that_decompress_to_
                 assert zlib.decompressobj(-15).decompress(segments) == b"".join(column)
     sizes = [len(block) for blocks in kept.blocks for block in blocks]
     assert max(sizes, default=0) <= blocks_module.SPLIT_AT * 512 + 40 * 80  # split when grown
+
+
+def test_a_splice_recompresses_only_the_part_holding_the_slot(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(blocks_module, "BLOCK_BYTES", 4096)
+    monkeypatch.setattr(blocks_module, "PART_BYTES", 256)
+    rng = random.Random(7)
+    column = [f'metric{{account_id="{slot:032x}"}} {rng.random()}\n'.encode() for slot in range(400)]
+    kept = build([column])
+    kept.members(0)
+    assert len(kept.blocks[0]) > 4  # several blocks, each of many parts
+    compressed: list[bytes] = []
+    original = blocks_module.deflate_segment
+
+    def counting(data: bytes | memoryview) -> bytes:
+        compressed.append(bytes(data))
+        return original(data)
+
+    monkeypatch.setattr(blocks_module, "deflate_segment", counting)
+    column[123] = b'metric{account_id="changed"} 1\n'
+    kept.splice(0, 123, column[123])
+    members = kept.members(0)
+    assert len(compressed) == 1 and column[123] in compressed[0] and len(compressed[0]) < 2 * 256 + 80
+    assert b"".join(gzip.decompress(m) for m in members) == b"".join(column)
+    assert zlib.decompressobj(-15).decompress(b"".join(kept.segments(0))) == b"".join(column)
 
 
 def test_a_splice_of_the_same_bytes_changes_nothing() -> None:

@@ -18,7 +18,6 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from prometheus_client.registry import Collector
 
 from exporter import blocks as render_blocks
-from exporter import render
 from exporter.collectors import build_collectors, settings_for
 from exporter.collectors.base import Family
 from exporter.collectors.invoice_history import Invoice, InvoiceData, InvoiceHistory, totals
@@ -275,14 +274,13 @@ def test_gzip_blocks_compress_like_one_stream_and_a_poll_recompresses_only_its_b
         assert gzip.decompress(body) == plain and len(body) <= 1.35 * whole, (agent, len(body), whole)
 
     compressed: list[bytes] = []
-    original = render_blocks.gzip_member
+    original = render_blocks.deflate_segment
 
-    def counting(data: bytes) -> bytes:
-        compressed.append(data)
+    def counting(data: bytes | memoryview) -> bytes:
+        compressed.append(bytes(data))
         return original(data)
 
-    monkeypatch.setattr(render_blocks, "gzip_member", counting)
-    monkeypatch.setattr(render, "gzip_member", counting)
+    monkeypatch.setattr(render_blocks, "deflate_segment", counting)
     renderer.render(None, "gzip", "Prometheus/3.5.0")
     assert compressed == []  # unchanged: nothing compressed again, not even the exporter's own families
     compressed.clear()
@@ -292,7 +290,7 @@ def test_gzip_blocks_compress_like_one_stream_and_a_poll_recompresses_only_its_b
     plain = renderer.render().body
     assert gzip.decompress(body) == plain
     blocks = compressed
-    assert blocks and all(polled.encode() in block for block in blocks)  # only the blocks holding its lines
+    assert blocks and all(polled.encode() in block for block in blocks)  # only the parts holding its lines
     assert sum(map(len, blocks)) < len(plain) / 20
     compressed.clear()
     assert zlib.decompress(renderer.render(None, "gzip", "curl/8.0").body, 31) == plain
