@@ -20,12 +20,10 @@ import ssl
 import sys
 import threading
 import time
-from bisect import bisect_left
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from itertools import accumulate
 from typing import Any, Protocol
 
 from exporter import __version__
@@ -33,6 +31,7 @@ from exporter.webconfig import WebConfig
 
 log = logging.getLogger("exporter.http")
 WRITE_BATCH = 256 * 1024
+WRITE_DIRECT = 32 * 1024  # a chunk this large is written without a copy, in slices of WRITE_BATCH
 TLS_HANDSHAKE_RECORD = 0x16
 
 # Limits on what HTTP clients may make the exporter do (docs/limits.md lists them all).
@@ -465,6 +464,31 @@ class _Server(HTTPServer):
             return len(self._waiting), self._busy
 
 
+def write_chunks(write: Callable[[bytes | memoryview], object], chunks: Sequence[bytes | memoryview]) -> None:
+    """Write the chunks (a few hundred kept blocks): a large one as it is (no copy), runs of small ones (headers,
+    gzip members) joined into batches of about WRITE_BATCH bytes. One copy of small chunks is cheaper than
+    handing the kernel many buffers (``sendmsg``: 20 ms against 8 ms for 2,400 blocks of 9 kB). Each write is
+    at most about WRITE_BATCH bytes, so WRITE_TIMEOUT applies to each."""
+    batch: list[bytes | memoryview] = []
+    size = 0
+    for chunk in chunks:
+        if len(chunk) >= WRITE_DIRECT:
+            if batch:
+                write(b"".join(batch))
+                batch, size = [], 0
+            with memoryview(chunk) as view:  # one account's lines may be megabytes: each write has its timeout
+                for start in range(0, len(view), WRITE_BATCH):
+                    write(view[start:start + WRITE_BATCH])
+            continue
+        batch.append(chunk)
+        size += len(chunk)
+        if size >= WRITE_BATCH:
+            write(b"".join(batch))
+            batch, size = [], 0
+    if batch:
+        write(b"".join(batch))
+
+
 def _head_complete(buffer: bytes) -> bool:
     return b"\r\n\r\n" in buffer or b"\n\n" in buffer
 
@@ -549,19 +573,7 @@ class Handler(BaseHTTPRequestHandler):
             self._write(chunks)
 
     def _write(self, chunks: tuple[bytes | memoryview, ...]) -> None:
-        """Write the chunks (a few thousand kept blocks) joined into batches of about WRITE_BATCH bytes: one
-        copy is cheaper than handing the kernel thousands of buffers (``sendmsg``: 20 ms against 8 ms for 2,400
-        blocks of 9 kB, 1.4 ms against 0.8 ms for 1,400 gzip members). The batch ends are found in C
-        (``accumulate``, ``bisect``), not by a Python loop over every chunk."""
-        if len(chunks) == 1:
-            self.wfile.write(chunks[0])
-            return
-        ends = list(accumulate(map(len, chunks)))
-        start = 0
-        while start < len(chunks):
-            stop = bisect_left(ends, (ends[start - 1] if start else 0) + WRITE_BATCH, start) + 1
-            self.wfile.write(b"".join(chunks[start:stop]))
-            start = stop
+        write_chunks(self.wfile.write, chunks)
 
     def _authorized(self) -> bool:
         auth = self.server.app.web_config().basic_auth

@@ -39,7 +39,8 @@ def pieces() -> tuple[bytes | memoryview, ...]:
     """An answer made of many kept pieces, as /metrics is: thousands of chunks of every size, some of them views
     into larger buffers (13.7 MB, made once and only by the test that asks for it)."""
     return tuple(memoryview(f"{n:07d}".encode() * (n % 9000 + 1))[3:] if n % 7 == 0
-                 else f"piece {n}\n".encode() * (n % 50 + 1) for n in range(5000))
+                 else f"piece {n}\n".encode() * (n % 50 + 1) if n != 2500
+                 else b"one account of many invoices\n" * 40000 for n in range(5000))
 
 
 class App:
@@ -167,6 +168,16 @@ def test_an_answer_of_thousands_of_pieces_reaches_a_slow_reader_whole_and_in_ord
     head, _, body = b"".join(received).partition(b"\r\n\r\n")
     assert f"Content-Length: {len(expected)}".encode() in head
     assert body == expected
+
+
+def test_every_write_of_an_answer_is_at_most_a_batch_so_the_write_timeout_applies_to_each() -> None:
+    writes: list[bytes] = []
+    chunks = pieces()
+    server_module.write_chunks(lambda data: writes.append(bytes(data)), chunks)
+    assert b"".join(writes) == b"".join(chunks)
+    largest_small = max(len(c) for c in chunks if len(c) < server_module.WRITE_DIRECT)
+    assert max(map(len, writes)) < server_module.WRITE_BATCH + largest_small
+    assert len(writes) < len(chunks) / 10  # small chunks are joined, not written one by one
 
 
 def test_a_client_that_hangs_up_is_logged_at_debug_without_a_traceback(
