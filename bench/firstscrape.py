@@ -2,10 +2,9 @@
 
 The real ``SnapshotStore`` and ``Renderer`` with 1,000 accounts x 20 invoices (``invoice_series: all``), built
 from the same wire invoices the fake API serves and parsed by the exporter's own parser. A "scrape" is
-``Renderer.render`` plus the server's write of the answer in 256 kB batches into a sink that drops them (the
-socket is not what this measures). "After one poll": one account gets a new ``EndpointState`` (the same
-invoices, a new poll time), as a poll leaves it, with its request counted; then one scrape. Medians over
-``--rounds`` rounds, each a different account.
+``Renderer.render`` plus the server's own ``write_chunks`` into a socket that a child process drains. "After one
+poll": one account gets a new ``EndpointState`` (the same invoices, a new poll time), as a poll leaves it, with
+its request counted; then one scrape. Medians over ``--rounds`` rounds, each a different account.
 
     python -m bench.firstscrape [--accounts 1000] [--invoices-per-account 20] [--rounds 21]
 
@@ -18,7 +17,9 @@ import argparse
 import dataclasses
 import json
 import random
+import socket
 import statistics
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -28,7 +29,7 @@ from bench.fakeserver import account_id, account_name, make_invoices
 from exporter.collectors.invoice_history import InvoiceData, parse_invoice, totals
 from exporter.config import Config, MetricsConfig
 from exporter.render import ExporterStatus, Rendered, Renderer
-from exporter.server import WRITE_BATCH
+from exporter.server import write_chunks
 from exporter.snapshot import EndpointState, SnapshotStore
 
 ENDPOINT = "invoice_history"
@@ -39,19 +40,22 @@ VARIANTS = {  # name -> (Accept, Accept-Encoding, User-Agent)
 }
 
 
-def write(answer: Rendered) -> int:
-    """What ``exporter.server.Handler._write`` does with the chunks, into nothing."""
-    batch: list[bytes | memoryview] = []
-    size = total = 0
-    for chunk in answer.chunks:
-        batch.append(chunk)
-        size += len(chunk)
-        if size >= WRITE_BATCH:
-            total += len(b"".join(batch))
-            batch, size = [], 0
-    if batch:
-        total += len(b"".join(batch))
-    return total
+class Sink:
+    """A socket whose other end a child process (``cat``) drains into /dev/null: a scrape's write costs the
+    kernel's copy, as it does for Prometheus, and the server's own ``write_chunks`` does the writing."""
+
+    def __init__(self) -> None:
+        self.sock, other = socket.socketpair()
+        self.reader = subprocess.Popen(["cat"], stdin=other.fileno(), stdout=subprocess.DEVNULL)
+        other.close()
+
+    def write(self, answer: Rendered) -> int:
+        write_chunks(self.sock.sendall, answer.chunks)
+        return answer.length
+
+    def close(self) -> None:
+        self.sock.close()
+        self.reader.wait(timeout=10)
 
 
 def state_for(invoices: list[dict[str, Any]], at: float) -> EndpointState:
@@ -73,6 +77,8 @@ def measure(accounts: int, per_account: int, rounds: int) -> dict[str, Any]:
     status = ExporterStatus(config)
     renderer = Renderer(store, lambda: status)
     out: dict[str, Any] = {"accounts": accounts, "invoices": accounts * per_account, "rounds": rounds}
+    sink = Sink()
+    write = sink.write
     started = time.process_time()
     for accept, encoding, agent in VARIANTS.values():
         write(renderer.render(accept, encoding, agent))
@@ -91,6 +97,7 @@ def measure(accounts: int, per_account: int, rounds: int) -> dict[str, Any]:
             after_poll.append(time.perf_counter() - t0)
         u, a = statistics.median(unchanged), statistics.median(after_poll)
         out[name] = {"bytes": size, "unchanged_ms": u * 1e3, "after_poll_ms": a * 1e3, "ratio": a / u}
+    sink.close()
     return out
 
 
