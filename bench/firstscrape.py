@@ -2,9 +2,10 @@
 
 The real ``SnapshotStore`` and ``Renderer`` with 1,000 accounts x 20 invoices (``invoice_series: all``), built
 from the same wire invoices the fake API serves and parsed by the exporter's own parser. A "scrape" is
-``Renderer.render`` plus the server's own ``write_chunks`` into a socket that a child process drains. "After one
-poll": one account gets a new ``EndpointState`` (the same invoices, a new poll time), as a poll leaves it, with
-its request counted; then one scrape. Medians over ``--rounds`` rounds, each a different account.
+``Renderer.render`` plus the server's own write (``batches``, ``send_buffers``) into a socket that a child
+process drains. "After one poll": one account gets a new ``EndpointState`` (the same invoices, a new poll time),
+as a poll leaves it, with its request counted; then one scrape. Medians over ``--rounds`` rounds, each a
+different account.
 
     python -m bench.firstscrape [--accounts 1000] [--invoices-per-account 20] [--rounds 21]
 
@@ -29,7 +30,7 @@ from bench.fakeserver import account_id, account_name, make_invoices
 from exporter.collectors.invoice_history import InvoiceData, parse_invoice, totals
 from exporter.config import Config, MetricsConfig
 from exporter.render import ExporterStatus, Rendered, Renderer
-from exporter.server import write_chunks
+from exporter.server import batches, send_buffers
 from exporter.snapshot import EndpointState, SnapshotStore
 
 ENDPOINT = "invoice_history"
@@ -42,7 +43,7 @@ VARIANTS = {  # name -> (Accept, Accept-Encoding, User-Agent)
 
 class Sink:
     """A socket whose other end a child process (``cat``) drains into /dev/null: a scrape's write costs the
-    kernel's copy, as it does for Prometheus, and the server's own ``write_chunks`` does the writing."""
+    kernel's copy, as it does for Prometheus, and the server's own ``batches`` and ``send_buffers`` write."""
 
     def __init__(self) -> None:
         self.sock, other = socket.socketpair()
@@ -50,7 +51,8 @@ class Sink:
         other.close()
 
     def write(self, answer: Rendered) -> int:
-        write_chunks(self.sock.sendall, answer.chunks)
+        for batch in batches(answer.chunks):
+            send_buffers(self.sock, batch, time.monotonic() + 30)
         return answer.length
 
     def close(self) -> None:

@@ -3,6 +3,7 @@ clients that hang up. The server stays bounded in threads and descriptors and ke
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -170,14 +171,70 @@ def test_an_answer_of_thousands_of_pieces_reaches_a_slow_reader_whole_and_in_ord
     assert body == expected
 
 
-def test_every_write_of_an_answer_is_at_most_a_batch_so_the_write_timeout_applies_to_each() -> None:
-    writes: list[bytes] = []
+def test_an_answer_goes_out_in_batches_of_bounded_size_each_with_its_write_timeout() -> None:
     chunks = pieces()
-    server_module.write_chunks(lambda data: writes.append(bytes(data)), chunks)
-    assert b"".join(writes) == b"".join(chunks)
-    largest_small = max(len(c) for c in chunks if len(c) < server_module.WRITE_DIRECT)
-    assert max(map(len, writes)) < server_module.WRITE_BATCH + largest_small
-    assert len(writes) < len(chunks) / 10  # small chunks are joined, not written one by one
+    sent = list(server_module.batches(chunks))
+    assert b"".join(bytes(piece) for batch in sent for piece in batch) == b"".join(chunks)
+    assert max(sum(map(len, batch)) for batch in sent) < 2 * server_module.WRITE_BATCH
+    assert max(map(len, sent)) <= server_module.MAX_BUFFERS
+    assert len(sent) < len(chunks) / 10  # small chunks share a system call
+
+
+def test_a_client_that_reads_the_answer_too_slowly_is_cut_at_the_write_timeout(
+        served: tuple[str, WebServers], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client trickling the answer in (100 bytes every 0.1 s) holds a handler thread for WRITE_TIMEOUT per
+    batch at most, not for as long as it likes."""
+    monkeypatch.setattr(server_module, "WRITE_TIMEOUT", 1.0)
+    url, servers = served
+    host, port = url.removeprefix("http://").split(":")
+    stop = threading.Event()
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(10)
+        sock.connect((host, int(port)))
+        sock.sendall(b"GET /pieces HTTP/1.0\r\n\r\n")
+
+        def trickle() -> None:
+            with contextlib.suppress(OSError):
+                while not stop.is_set() and sock.recv(100):
+                    time.sleep(0.1)
+
+        reader = threading.Thread(target=trickle, daemon=True)
+        reader.start()
+        try:
+            assert wait(lambda: servers._servers[0].load == (0, 1), 5)  # a handler thread writes the answer
+            assert wait(lambda: servers._servers[0].load == (0, 0), 8)  # the server gave up and closed it
+            assert reader.is_alive()  # while the client was still reading
+        finally:
+            stop.set()
+            reader.join(timeout=5)
+    assert httpx.get(url + "/metrics").text == "up 1\n"
+
+
+def test_a_batch_has_one_deadline_however_steadily_the_client_reads() -> None:
+    """Progress does not extend it: a reader taking 4 kB every 20 ms gets 1 MB cut at the deadline."""
+    server, client = socket.socketpair()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+    received: list[int] = []
+
+    def read() -> None:
+        with contextlib.suppress(OSError):
+            while chunk := client.recv(4096):
+                received.append(len(chunk))
+                time.sleep(0.02)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(TimeoutError):
+            server_module.send_buffers(server, [b"x" * (1 << 20)], started + 1.0)
+        assert 1.0 <= time.monotonic() - started < 2.0
+        assert 0 < sum(received) < 1 << 20
+    finally:
+        server.close()
+        client.close()
+        reader.join(timeout=5)
 
 
 def test_a_client_that_hangs_up_is_logged_at_debug_without_a_traceback(
