@@ -20,6 +20,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ import httpx
 import pytest
 import yaml
 
+from exporter import server as server_module
 from tests.conftest import TOKEN, require_binary
 from tests.fakeapi import FakeCloudflareAPI, Fault, invoice
 from tests.support import INVOICE_HISTORY_ONLY, REPO, ExporterProcess, free_port, value, wait_for
@@ -111,6 +113,29 @@ def client_tls(pki: Pki, cert: tuple[Path, Path] | None = None, trust_ca: bool =
     if cert is not None:
         context.load_cert_chain(str(cert[0]), str(cert[1]))
     return context
+
+
+def test_a_large_answer_goes_out_whole_and_in_order_over_tls(pki: Pki) -> None:
+    """A TLS socket has no sendmsg: the server joins each batch of kept blocks and sends it."""
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(str(pki.server_crt), str(pki.server_key))
+    chunks = [f"block {n}\n".encode() * (n * 97 % 9000 + 1) for n in range(600)]
+    chunks.insert(300, memoryview(b"one account of many invoices\n" * 40000)[5:])
+    ours, theirs = socket.socketpair()
+    received: list[bytes] = []
+
+    def read() -> None:
+        with client_tls(pki).wrap_socket(theirs, server_hostname="127.0.0.1") as tls:
+            while chunk := tls.recv(1 << 16):
+                received.append(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    with server_context.wrap_socket(ours, server_side=True) as tls:
+        for batch in server_module.batches(chunks):
+            server_module.send_buffers(tls, batch, time.monotonic() + 30)
+    reader.join(timeout=30)
+    assert b"".join(received) == b"".join(chunks)
 
 
 # --------------------------------------------------------------------------------------------------------
