@@ -39,7 +39,7 @@ MAX_HANDLER_THREADS = 16  # requests answered at once; more wait in line (their 
 MAX_CONNECTIONS = 512  # open connections per listen address, at most half the process's descriptor limit
 REQUEST_TIMEOUT = 10.0  # from a connection's first byte (or its TLS handshake) to the end of its request head
 IDLE_TIMEOUT = 30.0  # a connection with no request yet, or kept alive between requests
-WRITE_TIMEOUT = 30.0  # writing one 256 kB batch of an answer to a client that does not read
+WRITE_TIMEOUT = 30.0  # writing one batch (about 256 kB) of an answer, however steadily the client reads
 MAX_HEAD_BYTES = 16 * 1024  # request line and headers; also at most 100 header lines (http.client)
 MAX_BODY = 64 * 1024  # a request body (POST /-/reload needs none)
 # After a keep-alive answer the handler thread waits this long for the next request head on the same connection
@@ -474,19 +474,23 @@ class _Server(HTTPServer):
 
 def batches(chunks: Sequence[bytes | memoryview]) -> Iterator[list[bytes | memoryview]]:
     """The chunks (a few hundred kept blocks) in batches of about WRITE_BATCH bytes and at most MAX_BUFFERS
-    buffers; a chunk larger than a batch (one account's lines may be megabytes) is cut into slices."""
+    buffers; a chunk larger than a batch (one account's lines may be megabytes) goes out in slices of its own."""
     batch: list[bytes | memoryview] = []
     size = 0
     for chunk in chunks:
-        with memoryview(chunk) as view:
-            pieces = [chunk] if len(chunk) <= WRITE_BATCH else [
-                view[start:start + WRITE_BATCH] for start in range(0, len(view), WRITE_BATCH)]
-        for piece in pieces:
-            batch.append(piece)
-            size += len(piece)
-            if size >= WRITE_BATCH or len(batch) >= MAX_BUFFERS:
+        if len(chunk) > WRITE_BATCH:
+            if batch:
                 yield batch
                 batch, size = [], 0
+            view = memoryview(chunk)
+            for start in range(0, len(view), WRITE_BATCH):
+                yield [view[start:start + WRITE_BATCH]]
+            continue
+        batch.append(chunk)
+        size += len(chunk)
+        if size >= WRITE_BATCH or len(batch) >= MAX_BUFFERS:
+            yield batch
+            batch, size = [], 0
     if batch:
         yield batch
 
