@@ -119,7 +119,7 @@ def test_a_large_answer_goes_out_whole_and_in_order_over_tls(pki: Pki) -> None:
     """A TLS socket has no sendmsg: the server joins each batch of kept blocks and sends it."""
     server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_context.load_cert_chain(str(pki.server_crt), str(pki.server_key))
-    chunks = [f"block {n}\n".encode() * (n * 97 % 9000 + 1) for n in range(600)]
+    chunks: list[bytes | memoryview] = [f"block {n}\n".encode() * (n * 97 % 9000 + 1) for n in range(600)]
     chunks.insert(300, memoryview(b"one account of many invoices\n" * 40000)[5:])
     ours, theirs = socket.socketpair()
     received: list[bytes] = []
