@@ -21,6 +21,7 @@ BASELINE = Path(__file__).resolve().parent / "baseline-before-optimization.json"
 PREVIOUS = Path(__file__).resolve().parent / "previous-run.json"  # figures of docs/performance.md before issue 9
 CHURN_BEFORE = Path(__file__).resolve().parent / "churn-before-fix.json"  # the churn case on the core as merged
 PIECES = Path(__file__).resolve().parent / "pieces-before-blocks.json"  # the full run before the kept blocks
+SMALL_BLOCKS = Path(__file__).resolve().parent / "small-blocks-run.json"  # the full run on 8 kB blocks
 CHURN_RUNS = ("plain_steady", "gzip_steady", "plain_saturated", "gzip_saturated")
 
 
@@ -290,12 +291,13 @@ def churn_before_after(results: dict[str, Any]) -> str:
                   "peak RSS MB"], rows)
 
 
-def blocks_before_after(results: dict[str, Any]) -> str:
-    """The full run on the per-piece answer (bench/pieces-before-blocks.json) next to this run: the figures
-    the kept blocks were made for."""
-    if not PIECES.exists() or not results.get("churn") or not results["scrape"] or not results["memory"]:
+def blocks_before_after(results: dict[str, Any], before_path: Path = PIECES,
+                        columns: tuple[str, str] = ("kept pieces (before)", "kept blocks (this run)")) -> str:
+    """A full run on earlier code (by default the per-piece answer, bench/pieces-before-blocks.json) next to this
+    run: the figures the change was made for."""
+    if not before_path.exists() or not results.get("churn") or not results["scrape"] or not results["memory"]:
         return ""
-    before = json.loads(PIECES.read_text())
+    before = json.loads(before_path.read_text())
     rows: list[list[Any]] = []
     (plain_b, gzip_b), (plain_a, gzip_a) = worst_idle(before["scrape"]), worst_idle(results["scrape"])
     rows.append(["idle, worst p50 ratio vs nginx at the largest size: plain / gzip",
@@ -331,7 +333,7 @@ def blocks_before_after(results: dict[str, Any]) -> str:
         rows.append([f"in-process {k}: unchanged / after one poll ms (ratio)",
                      f"{fb[k]['unchanged_ms']:.2f} / {fb[k]['after_poll_ms']:.2f} ({fb[k]['ratio']:.2f}x)",
                      f"{fa[k]['unchanged_ms']:.2f} / {fa[k]['after_poll_ms']:.2f} ({fa[k]['ratio']:.2f}x)"])
-    return table(["figure", "kept pieces (before)", "kept blocks (this run)"], rows)
+    return table(["figure", *columns], rows)
 
 
 def goals_table(results: dict[str, Any]) -> str:
@@ -578,4 +580,6 @@ def write_docs(results: dict[str, Any], docs: Path) -> None:
         "factors": growth_factors(results), "before_after": before_after(results),
         "churn": churn_table(results), "first_scrape": first_scrape_table(results),
         "churn_before_after": churn_before_after(results), "blocks_before_after": blocks_before_after(results),
+        "parts_before_after": blocks_before_after(results, SMALL_BLOCKS, ("8 kB blocks (before)",
+                                                                           "64 kB blocks of 8 kB parts (this run)")),
     }))
