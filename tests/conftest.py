@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from exporter import blocks
 from tests.fakeapi import FakeCloudflareAPI, demo_api
 from tests.support import ExporterProcess, start_exporter
 
@@ -57,6 +58,20 @@ def exporter_factory(tmp_path: Path) -> Iterator[Callable[..., ExporterProcess]]
     yield start
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture
+def compressions(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Every piece of plain text compressed from now on (``exporter.blocks.deflate_segment``), in order."""
+    compressed: list[bytes] = []
+    original = blocks.deflate_segment
+
+    def counting(data: bytes | memoryview) -> bytes:
+        compressed.append(bytes(data))
+        return original(data)
+
+    monkeypatch.setattr(blocks, "deflate_segment", counting)
+    return compressed
 
 
 def require_binary(name: str) -> str:

@@ -51,7 +51,8 @@ def test_splices_give_the_bytes_of_a_fresh_build_and_members_that_decompress_to_
     assert max(sizes, default=0) <= blocks_module.SPLIT_AT * 512 + 40 * 80  # split when grown
 
 
-def test_a_splice_recompresses_only_the_part_holding_the_slot(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_splice_recompresses_only_the_part_holding_the_slot(monkeypatch: pytest.MonkeyPatch,
+                                                               compressions: list[bytes]) -> None:
     monkeypatch.setattr(blocks_module, "BLOCK_BYTES", 4096)
     monkeypatch.setattr(blocks_module, "PART_BYTES", 256)
     rng = random.Random(7)
@@ -59,18 +60,11 @@ def test_a_splice_recompresses_only_the_part_holding_the_slot(monkeypatch: pytes
     kept = build([column])
     kept.members(0)
     assert len(kept.blocks[0]) > 4  # several blocks, each of many parts
-    compressed: list[bytes] = []
-    original = blocks_module.deflate_segment
-
-    def counting(data: bytes | memoryview) -> bytes:
-        compressed.append(bytes(data))
-        return original(data)
-
-    monkeypatch.setattr(blocks_module, "deflate_segment", counting)
+    compressions.clear()
     column[123] = b'metric{account_id="changed"} 1\n'
     kept.splice(0, 123, column[123])
     members = kept.members(0)
-    assert len(compressed) == 1 and column[123] in compressed[0] and len(compressed[0]) < 2 * 256 + 80
+    assert len(compressions) == 1 and column[123] in compressions[0] and len(compressions[0]) < 2 * 256 + 80
     assert b"".join(gzip.decompress(m) for m in members) == b"".join(column)
     assert zlib.decompressobj(-15).decompress(b"".join(kept.segments(0))) == b"".join(column)
 

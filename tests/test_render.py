@@ -254,7 +254,7 @@ def test_the_gzip_answer_is_many_members_read_whole_by_python_gzip_and_promtool(
 
 
 def test_gzip_blocks_compress_like_one_stream_and_a_poll_recompresses_only_its_blocks(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        compressions: list[bytes]) -> None:
     store = SnapshotStore()
     ids = [f"{i:032x}" for i in range(1000)]
     store.set_accounts([(i, f"team-{i[-4:]}") for i in ids], ["invoice_history"])
@@ -273,25 +273,17 @@ def test_gzip_blocks_compress_like_one_stream_and_a_poll_recompresses_only_its_b
         body = renderer.render(None, "gzip", agent).body
         assert gzip.decompress(body) == plain and len(body) <= 1.35 * whole, (agent, len(body), whole)
 
-    compressed: list[bytes] = []
-    original = render_blocks.deflate_segment
-
-    def counting(data: bytes | memoryview) -> bytes:
-        compressed.append(bytes(data))
-        return original(data)
-
-    monkeypatch.setattr(render_blocks, "deflate_segment", counting)
+    compressions.clear()  # what the first renders compressed
     renderer.render(None, "gzip", "Prometheus/3.5.0")
-    assert compressed == []  # unchanged: nothing compressed again, not even the exporter's own families
-    compressed.clear()
+    assert compressions == []  # unchanged: nothing compressed again, not even the exporter's own families
+    compressions.clear()
     polled = ids[500]
     store.record_poll(polled, "invoice_history", invoices(500, 250.0), Counter({"200": 1}), Counter())
     body = renderer.render(None, "gzip", "Prometheus/3.5.0").body
     plain = renderer.render().body
     assert gzip.decompress(body) == plain
-    blocks = compressed
-    assert blocks and all(polled.encode() in block for block in blocks)  # only the parts holding its lines
-    assert sum(map(len, blocks)) < len(plain) / 20
-    compressed.clear()
+    assert compressions and all(polled.encode() in part for part in compressions)  # only the parts holding its lines
+    assert sum(map(len, compressions)) < len(plain) / 20
+    compressions.clear()
     assert zlib.decompress(renderer.render(None, "gzip", "curl/8.0").body, 31) == plain
-    assert compressed == []  # the single-member answer uses the same blocks
+    assert compressions == []  # the single-member answer uses the same blocks
