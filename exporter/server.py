@@ -107,18 +107,10 @@ class _Writer:
         self.sock = sock
 
     def write(self, data: bytes | memoryview) -> int:
-        self._timeout()
-        self.sock.sendall(data)
-        return len(data)
-
-    def write_chunks(self, chunks: Sequence[bytes | memoryview]) -> None:
-        """Write the chunks a batch at a time, each within WRITE_TIMEOUT."""
-        for batch in batches(chunks):
-            send_buffers(self.sock, batch, time.monotonic() + WRITE_TIMEOUT)
-
-    def _timeout(self) -> None:
         if self.sock.gettimeout() != WRITE_TIMEOUT:
             self.sock.settimeout(WRITE_TIMEOUT)
+        self.sock.sendall(data)
+        return len(data)
 
     def flush(self) -> None:
         pass
@@ -602,7 +594,9 @@ class Handler(BaseHTTPRequestHandler):
             self._write(chunks)
 
     def _write(self, chunks: tuple[bytes | memoryview, ...]) -> None:
-        self.wfile.write_chunks(chunks)  # type: ignore[attr-defined]
+        """The chunks a batch at a time, each batch within WRITE_TIMEOUT."""
+        for batch in batches(chunks):
+            send_buffers(self.connection, batch, time.monotonic() + WRITE_TIMEOUT)
 
     def _authorized(self) -> bool:
         auth = self.server.app.web_config().basic_auth
