@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from exporter.demo import DEMO_ACCOUNTS, demo_billing
+from exporter.collectors import REGISTRY
+from exporter.samples import DEMO_ACCOUNTS
 from tests.fakeapi import FakeCloudflareAPI, invoice
 
 TOKEN = "bench-token-5f1c0e7a9d2b"
@@ -70,10 +71,10 @@ def build(accounts: int, per_account: int, unpaid: int, latency: float, per_page
     now = int(time.time())
     # Every account uses Unified Billing like the demo's "production" account: credits, auto top-up, a
     # spending limit (so the spending_limit collector also reads usage-history), hourly usage, an upcoming invoice.
-    billing = demo_billing(DEMO_ACCOUNTS["production"], now, now)
+    samples = {c.name: c.sample(DEMO_ACCOUNTS["production"], now, now) for c in REGISTRY}
     for i in range(accounts):
         api.add_account(account_id(i), account_name(i), make_invoices(rng, i, per_account, unpaid, now),
-                        latency=latency, billing=billing)
+                        latency=latency, samples=dict(samples))
     return api
 
 

@@ -15,7 +15,6 @@ prints one JSON object; ``bench/run.py`` runs it in a child process of its own.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import random
 import socket
@@ -23,15 +22,15 @@ import statistics
 import subprocess
 import sys
 import time
-from collections import Counter
 from typing import Any
 
 from bench.fakeserver import account_id, account_name, make_invoices
 from exporter.collectors.invoice_history import InvoiceData, parse_invoice, totals
-from exporter.config import Config, MetricsConfig
-from exporter.render import ExporterStatus, Rendered, Renderer
+from exporter.config.model import MetricsConfig
+from exporter.render import Rendered, Renderer
 from exporter.server import batches, send_buffers
-from exporter.snapshot import EndpointState, SnapshotStore
+from exporter.snapshot import EndpointState
+from tests.support import config_with, poll_counts, store_for
 
 ENDPOINT = "invoice_history"
 VARIANTS = {  # name -> (Accept, Accept-Encoding, User-Agent)
@@ -53,7 +52,7 @@ class Sink:
     def write(self, answer: Rendered) -> int:
         for batch in batches(answer.chunks):
             send_buffers(self.sock, batch, time.monotonic() + 30)
-        return answer.length
+        return sum(map(len, answer.chunks))
 
     def close(self) -> None:
         self.sock.close()
@@ -68,16 +67,14 @@ def state_for(invoices: list[dict[str, Any]], at: float) -> EndpointState:
 def measure(accounts: int, per_account: int, rounds: int) -> dict[str, Any]:
     rng = random.Random(f"firstscrape {accounts} {per_account}")
     now = int(time.time())
-    store = SnapshotStore()
+    store = store_for(config_with("invoice_history", metrics=MetricsConfig(invoice_series="all")))
     ids = [(account_id(i), account_name(i)) for i in range(accounts)]
     store.set_accounts(ids, [ENDPOINT])
     raw = {}
     for i, (aid, _) in enumerate(ids):
         raw[aid] = make_invoices(rng, i, per_account, per_account, now)
-        store.record_poll(aid, ENDPOINT, state_for(raw[aid], now), Counter({"200": 1}), Counter())
-    config = dataclasses.replace(Config(), metrics=MetricsConfig(invoice_series="all"))
-    status = ExporterStatus(config)
-    renderer = Renderer(store, lambda: status)
+        store.record_poll(aid, ENDPOINT, state_for(raw[aid], now), poll_counts({"200": 1}))
+    renderer = Renderer(store)
     out: dict[str, Any] = {"accounts": accounts, "invoices": accounts * per_account, "rounds": rounds}
     sink = Sink()
     write = sink.write
@@ -93,7 +90,7 @@ def measure(accounts: int, per_account: int, rounds: int) -> dict[str, Any]:
             size = write(renderer.render(accept, encoding, agent))
             unchanged.append(time.perf_counter() - t0)
             aid = ids[(r * 37) % accounts][0]
-            store.record_poll(aid, ENDPOINT, state_for(raw[aid], now + r + 1), Counter({"200": 1}), Counter())
+            store.record_poll(aid, ENDPOINT, state_for(raw[aid], now + r + 1), poll_counts({"200": 1}))
             t0 = time.perf_counter()
             write(renderer.render(accept, encoding, agent))
             after_poll.append(time.perf_counter() - t0)

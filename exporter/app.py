@@ -20,14 +20,15 @@ from typing import BinaryIO
 import httpx
 
 from exporter import __version__
-from exporter.config import Config, ConfigError, load_config
+from exporter.config.load import load_config
+from exporter.config.model import Config, ConfigError
 from exporter.demo import DEMO_BASE_URL
 from exporter.logs import RedactSecrets
 from exporter.poller import Poller
-from exporter.render import ExporterStatus, Renderer
+from exporter.render import Renderer
 from exporter.server import ListenAddress, ListenError, Response, RouteHandler, WebServers
 from exporter.sharding import validate_sharding
-from exporter.snapshot import SnapshotStore
+from exporter.snapshot import ExporterStatus, Setup, SnapshotStore
 from exporter.status_page import PageInput, render_status_page
 from exporter.webconfig import WebConfig, load_web_config
 
@@ -69,12 +70,12 @@ class ExporterApp:
         self._web_config = load_web_config(web_config_file)
         log_warnings(config, self._web_config)
         self._reload_lock = threading.Lock()
-        self.status = ExporterStatus(config, 0, True, time.time())
-        self.store = SnapshotStore()
-        self.poller = Poller(config, self.store, transport)
-        self.renderer = Renderer(self.store, lambda: self.status, process_metrics, lambda: self.poller.limiter.pauses)
+        setup = Setup.of(config)
+        self.store = SnapshotStore(ExporterStatus(setup, 0, True, time.time()))
+        self.poller = Poller(setup, self.store, transport)
+        self.renderer = Renderer(self.store, process_metrics)
         self.telemetry_path = telemetry_path
-        self._status_page_cache: tuple[tuple[int, int], float, bytes] | None = None
+        self._status_page_cache: tuple[int, float, bytes] | None = None
         self.routes: Mapping[str, Mapping[str, RouteHandler]] = {
             "/": {"GET": lambda _: Response(200, self._status_page_bytes(), "text/html; charset=utf-8")},
             telemetry_path: {"GET": self._metrics},
@@ -85,6 +86,10 @@ class ExporterApp:
 
     def web_config(self) -> WebConfig:
         return self._web_config
+
+    @property
+    def status(self) -> ExporterStatus:
+        return self.store.snapshot().status
 
     # --- routes ---
 
@@ -111,7 +116,7 @@ class ExporterApp:
     def _status_page_bytes(self) -> bytes:
         """The status page, rendered at most once per STATUS_PAGE_MAX_AGE seconds while nothing changed (no poll
         ended, no reload): 10,000 accounts take about 0.6 s to render, and anyone may reload the page."""
-        key = (self.store.snapshot().version, self.status.generation)
+        key = self.store.snapshot().version
         cached = self._status_page_cache
         now = time.monotonic()
         if cached is not None and cached[0] == key and now - cached[1] < STATUS_PAGE_MAX_AGE:
@@ -121,15 +126,14 @@ class ExporterApp:
         return body
 
     def status_page(self) -> str:
-        config = self.status.config
+        snapshot = self.store.snapshot()
+        config = snapshot.status.setup.config
         redact = self._redact
         if redact is None:  # no logger's redactor (tests, embedding): one from the running config's secrets
             redact = RedactSecrets()
             redact.update(config.secrets())
-        return render_status_page(PageInput(
-            self.store.snapshot(), config, self.telemetry_path, self.poller.next_polls(),
-            demo=config.cloudflare.base_url == DEMO_BASE_URL, reload_failed=not self.status.reload_successful,
-            mask=redact.mask))
+        return render_status_page(PageInput(snapshot, self.telemetry_path, self.poller.next_polls(),
+                                            demo=config.cloudflare.base_url == DEMO_BASE_URL, mask=redact.mask))
 
     # --- reload ---
 
@@ -141,15 +145,16 @@ class ExporterApp:
                 config = self._load()
                 web_config = load_web_config(self._web_config_file)
             except ConfigError as err:
-                self.status = dataclasses.replace(self.status, generation=self.status.generation + 1,
-                                                  reload_successful=False)
+                self.store.set_status(dataclasses.replace(self.status, generation=self.status.generation + 1,
+                                                          reload_successful=False))
                 log.error("config reload failed, keeping the running config", extra={"error": err.report()})
                 return False, "reload failed, the old config keeps running:\n" + err.report()
             if self._redact is not None:
                 self._redact.update(config.secrets())
-            self.poller.apply(config)
+            setup = Setup.of(config)
+            self.poller.apply(setup)
             self._web_config = web_config
-            self.status = ExporterStatus(config, self.status.generation + 1, True, time.time())
+            self.store.set_status(ExporterStatus(setup, self.status.generation + 1, True, time.time()))
             log.info("config reloaded", extra={"accounts": len(config.accounts)})
             log_warnings(config, web_config)
             return True, "config reloaded"
@@ -170,7 +175,7 @@ class ExporterApp:
         for account_id in sorted(designed):
             log.info("this account fails by design", extra={"account_id": account_id,
                                                              "why": failing_by_design[account_id]})
-        discovery_failed = self.status.config.discovery.enabled and not self.poller.discovered_ok
+        discovery_failed = self.status.setup.config.discovery.enabled and not self.poller.discovered_ok
         return 0 if failed <= designed and not discovery_failed else 1
 
     def serve(self, addresses: list[ListenAddress]) -> int:
@@ -190,7 +195,7 @@ class ExporterApp:
         servers.start()
         self.poller.start()
         log.info("exporter started", extra={"version": __version__, "listen": ",".join(servers.bound),
-                                            "accounts": len(self.status.config.accounts),
+                                            "accounts": len(self.status.setup.config.accounts),
                                             "tls": self._web_config.ssl_context is not None})
         while True:
             try:

@@ -9,9 +9,10 @@ from collections.abc import Sequence
 
 from exporter import __version__
 from exporter.app import ExporterApp, check_telemetry_path, load_for_flags, plural, with_sharding
-from exporter.config import Config, ConfigError
-from exporter.demo import DEMO_ACCOUNTS, DEMO_BASE_URL, demo_config, demo_transport
+from exporter.config.model import Config, ConfigError
+from exporter.demo import DEMO_BASE_URL, demo_config, demo_transport
 from exporter.logs import LEVELS, setup_logging
+from exporter.samples import DEMO_ACCOUNTS
 from exporter.server import parse_listen_address
 from exporter.webconfig import load_web_config
 

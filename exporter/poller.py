@@ -15,31 +15,36 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterable
 from typing import Any
 
 import httpx
 
 from exporter import __version__
-from exporter.client import AccountApi, ApiError, CloudflareClient, PollCounts
-from exporter.collectors import build_collectors, interval_for
-from exporter.collectors.base import EndpointCollector
-from exporter.config import AccountConfig, Config
+from exporter.cloudflare.account import AccountApi
+from exporter.cloudflare.client import GRAPHQL_REQUESTS_PER_SECOND, CloudflareClient
+from exporter.cloudflare.errors import ApiError, PollCounts
+from exporter.collectors import base
+from exporter.collectors.base import Collector
+from exporter.config.model import AccountConfig
 from exporter.ratelimit import RateLimiter
 from exporter.sharding import shard_of
-from exporter.snapshot import EndpointState, SnapshotStore
+from exporter.snapshot import Setup, SnapshotStore
 
 log = logging.getLogger("exporter.poller")
 BUDGET_WINDOW = 300.0  # Cloudflare counts requests per 5 minutes
 CLOUDFLARE_LIMIT_PER_5M = 1200  # per user, across all of that user's tokens
-
-
-def request_budget(config: Config, collectors: Sequence[EndpointCollector], accounts: int) -> dict[str, float]:
-    """Requests per 5 minutes each enabled collector needs for ``accounts`` accounts at its interval
-    (requests_per_poll x accounts x 300 s / interval; a multi-page invoice history needs more)."""
-    return {c.endpoint: c.requests_per_poll() * accounts * BUDGET_WINDOW / interval_for(config, c.endpoint)
-            for c in collectors}
+GRAPHQL_LIMIT_PER_5M = 300
 Key = tuple[str, str]  # (account_id, endpoint)
+Pair = tuple[AccountConfig, Collector[Any, Any]]
+
+
+def request_budget(collectors: Iterable[Collector[Any, Any]], accounts: int, graphql: bool = False
+                   ) -> dict[str, float]:
+    """Requests (or GraphQL queries) per 5 minutes each collector needs for ``accounts`` accounts at its
+    interval (per poll x accounts x 300 s / interval; a multi-page invoice history needs more)."""
+    return {c.name: (c.graphql_per_poll if graphql else c.requests_per_poll()) * accounts * BUDGET_WINDOW
+            / c.settings.interval for c in collectors}
 
 
 class Gate:
@@ -67,13 +72,14 @@ class Gate:
 
 
 class Poller:
-    def __init__(self, config: Config, store: SnapshotStore,
+    def __init__(self, setup: Setup, store: SnapshotStore,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self._config = config
+        self._setup = setup
+        self._config = setup.config
         self._store = store
         self._transport = transport  # the demo's in-process API; None: the network
-        self._limiter = RateLimiter(config.cloudflare.requests_per_second)
-        self._collectors = build_collectors(config)
+        self._limiter = RateLimiter(self._config.cloudflare.requests_per_second)
+        self._graphql_limiter = RateLimiter(GRAPHQL_REQUESTS_PER_SECOND)
         self._discovered: list[AccountConfig] = []
         self._accounts: list[AccountConfig] = []
         self._due: dict[Key, float] = {}
@@ -89,17 +95,9 @@ class Poller:
         self._client: CloudflareClient | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.http_limits: httpx.Limits | None = None
-        self._budget_warned: tuple[float, float] | None = None
+        self._budget_warned: tuple[float, ...] | None = None
         self.discovered_ok = True  # the last discovery (if enabled) succeeded
         self._rebuild_accounts()
-
-    @property
-    def limiter(self) -> RateLimiter:
-        return self._limiter
-
-    @property
-    def http_client(self) -> httpx.AsyncClient | None:
-        return self._client.http if self._client is not None else None
 
     # --- lifecycle (called from other threads) ---
 
@@ -114,13 +112,13 @@ class Poller:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def apply(self, config: Config) -> None:
+    def apply(self, setup: Setup) -> None:
         """Switch to a new, already validated config without losing any account's data."""
         loop = self._loop
         if loop is None or loop.is_closed():
-            self._reconfigure(config)
+            self._reconfigure(setup)
         else:
-            loop.call_soon_threadsafe(self._reconfigure, config)
+            loop.call_soon_threadsafe(self._reconfigure, setup)
 
     def next_polls(self) -> dict[Key, float | None]:
         """When each (account, endpoint) pair polls next, Unix time (None: its poll is running now).
@@ -161,7 +159,8 @@ class Poller:
 
     def _open(self) -> None:
         self._gate = Gate(self._config.poll.max_concurrency)
-        self._client = CloudflareClient(self._config.cloudflare, self._limiter, self._new_http())
+        self._client = CloudflareClient(self._config.cloudflare, self._limiter, self._new_http(),
+                                        graphql_limiter=self._graphql_limiter)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -178,7 +177,7 @@ class Poller:
                     self._next_discovery = now + self._config.poll.interval
                     self._spawn(self._discover())
                 for account, collector in self._pairs():
-                    key = (account.id, collector.endpoint)
+                    key = (account.id, collector.name)
                     if key not in self._running and self._due.get(key, 0.0) <= now:
                         self._running.add(key)
                         self._spawn(self._scheduled_poll(account, collector))
@@ -192,13 +191,13 @@ class Poller:
             if self._client is not None:
                 await self._client.http.aclose()
 
-    def _pairs(self) -> list[tuple[AccountConfig, EndpointCollector]]:
-        return [(a, c) for c in self._collectors for a in self._accounts]
+    def _pairs(self) -> list[Pair]:
+        return [(a, c) for c in self._setup.collectors.values() for a in self._accounts]
 
     async def _sleep_until_next(self, now: float) -> None:
         assert self._wake is not None
-        waiting = [self._due.get((a.id, c.endpoint), 0.0) for a, c in self._pairs()
-                   if (a.id, c.endpoint) not in self._running]
+        waiting = [self._due.get((a.id, c.name), 0.0) for a, c in self._pairs()
+                   if (a.id, c.name) not in self._running]
         if self._config.discovery.enabled:
             waiting.append(self._next_discovery)
         timeout = max(0.0, min(waiting) - now) if waiting else None
@@ -206,8 +205,8 @@ class Poller:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
 
-    async def _scheduled_poll(self, account: AccountConfig, collector: EndpointCollector) -> None:
-        key = (account.id, collector.endpoint)
+    async def _scheduled_poll(self, account: AccountConfig, collector: Collector[Any, Any]) -> None:
+        key = (account.id, collector.name)
         try:
             await self.poll(account, collector)
         finally:
@@ -216,8 +215,12 @@ class Poller:
             if self._wake is not None:
                 self._wake.set()
 
+    def _interval(self, endpoint: str) -> float:
+        interval: float = self._setup.collectors[endpoint].settings.interval
+        return interval
+
     def _next_slot(self, key: Key, now: float) -> float:
-        interval = interval_for(self._config, key[1])
+        interval = self._interval(key[1])
         start = self._epoch + self._phase.get(key, 0.0)
         cycles = math.floor((now - start) / interval) + 1
         return start + max(1, cycles) * interval
@@ -235,23 +238,24 @@ class Poller:
 
     # --- one poll of one (account, endpoint) ---
 
-    async def poll(self, account: AccountConfig, collector: EndpointCollector) -> bool:
+    async def poll(self, account: AccountConfig, collector: Collector[Any, Any]) -> bool:
         assert self._client is not None and self._gate is not None
         async with self._gate:
             counts = PollCounts()
             started = time.monotonic()
-            fields: dict[str, Any] = {"account": account.name, "account_id": account.id,
-                                      "endpoint": collector.endpoint}
+            fields: dict[str, Any] = {"account": account.name, "account_id": account.id, "endpoint": collector.name}
+            state = self._store.get(account.id)
+            previous = state.endpoints[collector.name].data if state and collector.name in state.endpoints else None
             try:
-                fetched = await collector.fetch(AccountApi(self._client, account, counts))
+                fetched = await base.fetch(collector, AccountApi(self._client, account, counts), previous)
             except Exception as err:  # an ApiError, or a bug of ours: keep the loop and the last good data
                 duration = time.monotonic() - started
                 reason = err.reason if isinstance(err, ApiError) else "internal"
                 if not isinstance(err, ApiError):
                     counts.errors["internal"] += 1  # a bug of ours: counted too, never a silent failure
                 message = str(err) if isinstance(err, ApiError) else f"{type(err).__name__} (a bug: see the log)"
-                self._record(account.id, collector.endpoint,
-                             lambda s: s.after_failure(reason, message, time.time(), duration), counts)
+                self._store.record_poll(account.id, collector.name,
+                                        lambda s: s.after_failure(reason, message, time.time(), duration), counts)
                 fields.update(reason=reason, duration_seconds=round(duration, 3))
                 if isinstance(err, ApiError):
                     log.warning("poll failed", extra={**fields, "error": message})
@@ -259,22 +263,18 @@ class Poller:
                     log.exception("poll crashed", extra=fields)
                 return False
             duration = time.monotonic() - started
-            self._record(account.id, collector.endpoint,
-                         lambda s: s.after_success(fetched.data, fetched.enrolled, time.time(), duration),
-                         counts, fetched.skipped)
+            self._store.record_poll(account.id, collector.name,
+                                    lambda s: s.after_success(fetched.data, fetched.enrolled, time.time(), duration),
+                                    counts, fetched.skipped)
             fields.update(fetched.summary, enrolled=fetched.enrolled, duration_seconds=round(duration, 3))
             if fetched.skipped:
                 log.warning("poll succeeded, malformed or duplicate items left out",
                             extra={**fields, "skipped": fetched.skipped, "reason": "invalid_response"})
+            elif fetched.warning:
+                log.warning(f"poll succeeded, but {fetched.warning}", extra=fields)
             else:
                 log.info("poll succeeded", extra=fields)
             return True
-
-    def _record(self, account_id: str, endpoint: str, change: Any, counts: PollCounts, skipped: int = 0) -> None:
-        account = self._store.get(account_id)
-        old = account.endpoints.get(endpoint) if account is not None else None
-        self._store.record_poll(account_id, endpoint, change(old or EndpointState()), counts.requests,
-                                counts.errors, skipped)
 
     # --- accounts: listed, discovered, sharded ---
 
@@ -286,12 +286,12 @@ class Poller:
             return False
         counts = PollCounts()
         try:
-            found = await self._client.list_accounts(creds, counts.record, counts.fail)
+            found = await self._client.list_accounts(creds, counts)
         except ApiError as err:
             log.warning("account discovery failed", extra={"reason": err.reason, "error": str(err)})
             return False
         finally:
-            self._store.record_poll("", "discovery", None, counts.requests, counts.errors)
+            self._store.record_poll("", "discovery", None, counts)
         discovery = self._config.discovery
         self._discovered = [AccountConfig(account_id, name, "all", creds)
                             for account_id, name in found if discovery.selects(account_id, name)]
@@ -313,10 +313,9 @@ class Poller:
                             "apart (or give the configured account another name)",
                             extra={"account": name, "account_ids": ",".join(ids)})
 
-    def _reconfigure(self, config: Config) -> None:
-        old = self._config
-        self._config = config
-        self._collectors = build_collectors(config)
+    def _reconfigure(self, setup: Setup) -> None:
+        old, config = self._config, setup.config
+        self._setup, self._config = setup, config
         self._limiter.set_rate(config.cloudflare.requests_per_second)  # the one budget, resized in place
         self._limiter.cap_pause()  # a pause the API asked for stays, never longer than ratelimit.MAX_PAUSE
         if not config.discovery.enabled:
@@ -346,13 +345,20 @@ class Poller:
 
     def _check_budget(self) -> None:
         """Warn, with the numbers, when the enabled collectors need more requests than the budget allows."""
-        need = request_budget(self._config, self._collectors, len(self._accounts))
+        collectors = self._setup.collectors.values()
+        need = request_budget(collectors, len(self._accounts))
+        queries = sum(request_budget(collectors, len(self._accounts), graphql=True).values())
         total = sum(need.values())
         budget = self._config.cloudflare.requests_per_second * BUDGET_WINDOW
-        key = (round(total, 1), budget)
+        key = (round(total, 1), budget, round(queries, 1))
         if key == self._budget_warned:
             return
         self._budget_warned = key
+        if queries > GRAPHQL_LIMIT_PER_5M:
+            log.warning("the enabled collectors need more GraphQL queries than Cloudflare's 300 per 5 minutes per "
+                        "user: analytics polls will run late; lengthen their interval or shard the accounts",
+                        extra={"accounts": len(self._accounts), "graphql_per_5m_needed": round(queries, 1),
+                               "graphql_per_5m_limit": GRAPHQL_LIMIT_PER_5M})
         fields: dict[str, Any] = {
             "accounts": len(self._accounts), "requests_per_5m_needed": round(total, 1),
             "requests_per_5m_budget": round(budget, 1),
@@ -371,14 +377,14 @@ class Poller:
         listed = {a.id: a for a in self._config.accounts}
         merged = list(listed.values()) + [a for a in self._discovered if a.id not in listed]
         self._accounts = [a for a in merged if shard_of(a.id, sharding.total_shards) == sharding.shard]
-        endpoints = [c.endpoint for c in self._collectors]
+        endpoints = list(self._setup.collectors)
         self._store.set_accounts(((a.id, a.name) for a in self._accounts), endpoints)
         count = max(1, len(self._accounts))
         self._check_budget()
         # Account i of n starts i/n into each interval; its collectors are spread a further 1/n apart among
         # themselves, so no two (account, endpoint) pairs of one interval length start together.
         width = max(1, len(endpoints))
-        self._phase = {(a.id, e): interval_for(self._config, e) * (i + j / width) / count
+        self._phase = {(a.id, e): self._interval(e) * (i + j / width) / count
                        for j, e in enumerate(endpoints) for i, a in enumerate(self._accounts)}
         now = time.monotonic()
         for account in self._accounts:

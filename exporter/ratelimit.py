@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 GUARD = 0.05  # seconds added to each window, for the jitter between a grant and the request's arrival
@@ -36,7 +36,6 @@ class RateLimiter:
         self._next_slot = 0.0
         self._paused_until = 0.0
         self._lock = asyncio.Lock()
-        self.pauses: Counter[str] = Counter()  # pauses the API asked for, by header (a metric)
 
     def set_rate(self, rate: float) -> None:
         """A new budget (a config reload): requests waiting now, and every later one, follow it. There is
@@ -49,25 +48,16 @@ class RateLimiter:
         self._window = self._per_window / rate + self._guard
         self._granted = deque(self._granted, maxlen=self._per_window)
 
-    @property
-    def rate(self) -> float:
-        return 1.0 / self._interval
-
-    @property
-    def paused_until(self) -> float:
-        return self._paused_until
-
     def pause_until(self, when: float) -> None:
         """Hold every request until ``when`` (monotonic seconds), at most MAX_PAUSE from now."""
         if math.isnan(when):
             return
         self._paused_until = max(self._paused_until, min(when, self._clock() + MAX_PAUSE))
 
-    def pause(self, seconds: float, header: str) -> float:
-        """The API said to back off for ``seconds`` (``header`` names the header that said so): hold every
-        request for that long, at most MAX_PAUSE; counted in ``pauses``. Returns the pause applied."""
+    def pause(self, seconds: float) -> float:
+        """The API said to back off for ``seconds``: hold every request for that long, at most MAX_PAUSE.
+        Returns the pause applied."""
         applied = MAX_PAUSE if math.isnan(seconds) else min(max(0.0, seconds), MAX_PAUSE)
-        self.pauses[header] += 1
         self.pause_until(self._clock() + applied)
         return applied
 

@@ -34,15 +34,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_CONTENT_TYPE
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
-from prometheus_client.registry import Collector
+from prometheus_client.registry import Collector as ClientCollector
 from prometheus_client.utils import floatToGoString
 
 from exporter import __version__
 from exporter.blocks import EMPTY_FINAL_BLOCK, GZIP_HEADER, Blocks, gzip_member, release_free_memory
-from exporter.collectors import build_collectors, settings_for
-from exporter.collectors.base import ACC, NS, EndpointCollector, Family, Sink
-from exporter.config import Config
-from exporter.snapshot import AccountState, Counts, EndpointState, Snapshot, SnapshotStore
+from exporter.collectors.base import ACC, NS, Collector, Family, Sink
+from exporter.snapshot import AccountState, Counts, EndpointState, ExporterStatus, Snapshot, SnapshotStore
 
 # The classic text format, which every Prometheus version parses; newer client libraries label it 1.0.0.
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -76,24 +74,13 @@ API_PAUSES = Family(f"{NS}_api_pauses", "Pauses of every API request the API ask
 EXPORTER_FAMILIES = (BUILD_INFO, RELOAD_OK, RELOAD_TIME, SHARD_INFO, API_PAUSES)
 
 
-@dataclass(frozen=True)
-class ExporterStatus:
-    """The exporter's own state that metrics report; replaced whole on every reload (``generation`` + 1)."""
-
-    config: Config
-    generation: int = 0
-    reload_successful: bool = True
-    reload_timestamp: float = 0.0
-
-
 # --- the samples (shared with the byte-for-byte test, which feeds them to prometheus_client) ---
 
-def endpoint_samples(collector: EndpointCollector, acc: tuple[str, str], state: EndpointState, settings: Any,
-                     out: Sink) -> None:
+def endpoint_samples(collector: Collector[Any, Any], acc: tuple[str, str], state: EndpointState, out: Sink) -> None:
     """Every sample one (account, endpoint) state gives: the collector's, then the poll health gauges."""
     if state.data is not None:
-        collector.render(acc, state.data, settings, out)
-    labels = (*acc, collector.endpoint)
+        collector.render(acc, state.data, out)
+    labels = (*acc, collector.name)
     if state.polled:
         out.add(POLL_SUCCESS, labels, 1.0 if state.success else 0.0)
     if state.last_success_time is not None:
@@ -119,14 +106,14 @@ def exporter_samples(status: ExporterStatus, out: Sink, pauses: Mapping[str, int
         out.add(API_PAUSES, (header_name,), count)
     out.add(RELOAD_OK, (), 1.0 if status.reload_successful else 0.0)
     out.add(RELOAD_TIME, (), status.reload_timestamp)
-    sharding = status.config.sharding
+    sharding = status.setup.config.sharding
     out.add(SHARD_INFO, (str(sharding.shard), str(sharding.total_shards)), 1.0)
 
 
 # --- formatting ---
 
 _go_float: Callable[[float], str] = floatToGoString
-_openmetrics: Callable[[Collector], bytes] = generate_openmetrics
+_openmetrics: Callable[[ClientCollector], bytes] = generate_openmetrics
 
 
 @lru_cache(maxsize=1024)
@@ -165,7 +152,7 @@ class Lines:
         return {family: "".join(lines).encode() for family, lines in self.lines.items()}
 
 
-class _Static(Collector):
+class _Static(ClientCollector):
     def __init__(self, metrics: Iterable[Metric]) -> None:
         self._metrics = list(metrics)
 
@@ -292,19 +279,12 @@ class Rendered:
     def body(self) -> bytes:
         return b"".join(self.chunks)
 
-    @property
-    def length(self) -> int:
-        return sum(len(chunk) for chunk in self.chunks)
-
 
 class Renderer:
     """Renders each (account, endpoint) state once, and assembles scrapes from the kept pieces."""
 
-    def __init__(self, store: SnapshotStore, status: Callable[[], ExporterStatus],
-                 process_metrics: bool = False, pauses: Callable[[], Mapping[str, int]] | None = None) -> None:
+    def __init__(self, store: SnapshotStore, process_metrics: bool = False) -> None:
         self._store = store
-        self._status = status
-        self._pauses = pauses
         self._runtime: CollectorRegistry | None = None
         if process_metrics:
             self._runtime = CollectorRegistry(auto_describe=False)
@@ -313,9 +293,7 @@ class Renderer:
             GCCollector(registry=self._runtime)
         self._lock = threading.Lock()
         self._generation: int | None = None
-        self._collectors: dict[str, EndpointCollector] = {}
-        self._settings: dict[str, Any] = {}
-        self._families: tuple[Family, ...] = ()
+        self._collectors: Mapping[str, Collector[Any, Any]] = {}
         self._billing = _Section((), (), self._billing_lines)
         self._counters = _Section(COUNTER_FAMILIES, [None] * len(COUNTER_FAMILIES), self._count_lines)
         self._snapshot: Snapshot | None = None  # the snapshot the sections are of
@@ -329,17 +307,18 @@ class Renderer:
         member, get the same compressed segments spliced into one member."""
         openmetrics = wants_openmetrics(accept)
         use_gzip = wants_gzip(accept_encoding)
-        snapshot, status = self._store.snapshot(), self._status()
+        snapshot = self._store.snapshot()
         with self._lock:
-            self._refresh(snapshot, status)
-            chunks = self._assemble(status, openmetrics, use_gzip, single_member=not reads_gzip_members(user_agent))
+            self._refresh(snapshot)
+            chunks = self._assemble(snapshot, openmetrics, use_gzip,
+                                    single_member=not reads_gzip_members(user_agent))
         return Rendered(chunks, OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE,
                         "gzip" if use_gzip else None)
 
     def _billing_lines(self, key: tuple[str, str, str], state: EndpointState) -> Mapping[Family, bytes]:
         account_id, name, endpoint = key
         sink = Lines()
-        endpoint_samples(self._collectors[endpoint], (account_id, name), state, self._settings[endpoint], sink)
+        endpoint_samples(self._collectors[endpoint], (account_id, name), state, sink)
         return sink.encoded()
 
     @staticmethod
@@ -348,15 +327,15 @@ class Renderer:
         count_samples(account_id, counts, sink)
         return sink.encoded()
 
-    def _refresh(self, snapshot: Snapshot, status: ExporterStatus) -> None:
+    def _refresh(self, snapshot: Snapshot) -> None:
         """Bring the sections up to this snapshot: only the states not rendered before are rendered and spliced
         in; a new layout (accounts or endpoints added, removed or renamed, a reload) renders all again."""
+        status = snapshot.status
         if status.generation != self._generation:  # a reload: divisor, series, families may all differ
             self._generation = status.generation
-            collectors = build_collectors(status.config)
-            self._collectors = {c.endpoint: c for c in collectors}
-            self._settings = {c.endpoint: settings_for(status.config, c.endpoint) for c in collectors}
-            families: list[tuple[Family, str | None]] = [(f, c.endpoint) for c in collectors for f in c.families]
+            self._collectors = status.setup.collectors
+            families: list[tuple[Family, str | None]] = [(f, c.name) for c in self._collectors.values()
+                                                          for f in c.families]
             families += [(f, None) for f in POLL_FAMILIES]
             self._billing = _Section([f for f, _ in families], [g for _, g in families], self._billing_lines)
             self._counters = _Section(COUNTER_FAMILIES, [None] * len(COUNTER_FAMILIES), self._count_lines)
@@ -382,11 +361,11 @@ class Renderer:
         else:
             self._counters.rebuild(sources)
 
-    def _tail(self, status: ExporterStatus, openmetrics: bool, use_gzip: bool) -> tuple[bytes, bytes]:
+    def _tail(self, snapshot: Snapshot, openmetrics: bool, use_gzip: bool) -> tuple[bytes, bytes]:
         """The exporter's own families (and ``# EOF``), and their gzip member if asked for: kept while the
         status, the pauses and the format are those of the last scrape; rendered per scrape with the process
         metrics."""
-        pauses = dict(self._pauses()) if self._pauses is not None else None
+        status, pauses = snapshot.status, snapshot.pauses
         tail = self._kept_tail
         if (self._runtime is not None or tail is None or tail.status is not status or tail.pauses != pauses
                 or tail.openmetrics != openmetrics):
@@ -407,10 +386,10 @@ class Renderer:
         return [((a.account_id, a.name, endpoint), endpoint, state) for a in accounts
                 for endpoint, state in a.endpoints.items() if endpoint in self._collectors]
 
-    def _assemble(self, status: ExporterStatus, openmetrics: bool,
+    def _assemble(self, snapshot: Snapshot, openmetrics: bool,
                   use_gzip: bool, single_member: bool) -> tuple[bytes | memoryview, ...]:
         """Headers and kept blocks in family order, then the small per-scrape families."""
-        rest, rest_member = self._tail(status, openmetrics, use_gzip)
+        rest, rest_member = self._tail(snapshot, openmetrics, use_gzip)
         chunks: list[bytes | memoryview] = []
         sections = (self._billing, self._counters)
         if not use_gzip:

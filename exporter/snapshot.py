@@ -1,20 +1,51 @@
-"""Immutable poll results and the thread-safe store the renderer reads them from.
+"""Immutable poll results and the thread-safe store the renderer and the status page read them from.
 
-The poller replaces one (account, endpoint) ``EndpointState`` whole, with that poll's request and error
-counts, in one write (``record_poll``). A scrape takes a ``Snapshot`` and so never sees half a poll. The
-counters live beside the billing data: a request counted never makes the billing data look changed.
+The store is the one path from the running parts to what is shown: the poller replaces one (account, endpoint)
+``EndpointState`` whole, with that poll's request, error and pause counts, in one write (``record_poll``); the
+app replaces the ``ExporterStatus`` on a reload. A scrape takes a ``Snapshot`` and so never sees half a poll.
+The counters live beside the billing data: a request counted never makes the billing data look changed.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
+from exporter.cloudflare.errors import PollCounts
+from exporter.collectors import REGISTRY
+from exporter.collectors.base import Collector
+from exporter.config.model import Config
+
 _EMPTY: Mapping[str, int] = MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What one config load builds, once, for everyone: the config and its enabled collectors (registry
+    order)."""
+
+    config: Config
+    collectors: Mapping[str, Collector[Any, Any]]
+
+    @classmethod
+    def of(cls, config: Config) -> Setup:
+        enabled = config.enabled()
+        return cls(config, MappingProxyType({c.name: c(enabled[c.name], config) for c in REGISTRY
+                                             if c.name in enabled}))
+
+
+@dataclass(frozen=True)
+class ExporterStatus:
+    """The exporter's own state that metrics report; replaced whole on every reload (``generation`` + 1)."""
+
+    setup: Setup
+    generation: int = 0
+    reload_successful: bool = True
+    reload_timestamp: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +81,10 @@ class AccountState:
         return all(e.polled for e in self.endpoints.values())
 
 
+def _frozen(counter: Counter[str]) -> Mapping[str, int]:
+    return MappingProxyType(dict(sorted(counter.items())))
+
+
 @dataclass(frozen=True, slots=True)
 class Counts:
     """One account's API counters (replaced whole when a poll ends)."""
@@ -59,8 +94,7 @@ class Counts:
     invalid: int = 0  # malformed items skipped
 
     def plus(self, requests: Counter[str], errors: Counter[str], skipped: int) -> Counts:
-        return Counts(MappingProxyType(dict(sorted((Counter(self.requests) + requests).items()))),
-                      MappingProxyType(dict(sorted((Counter(self.errors) + errors).items()))),
+        return Counts(_frozen(Counter(self.requests) + requests), _frozen(Counter(self.errors) + errors),
                       self.invalid + skipped)
 
 
@@ -68,22 +102,35 @@ class Counts:
 class Snapshot:
     version: int
     accounts: Mapping[str, AccountState]
+    status: ExporterStatus
     counts: Mapping[str, Counts] = field(default_factory=dict)  # account_id ("" for discovery) -> counters
+    pauses: Mapping[str, int] = field(default_factory=lambda: _EMPTY)  # header -> count, process-wide
 
     @property
     def ready(self) -> bool:
         return bool(self.accounts) and all(a.polled for a in self.accounts.values())
 
 
-class SnapshotStore:
-    """The single place poll results and API counters live; writers replace, readers copy."""
+StateChange = Callable[[EndpointState], EndpointState]
 
-    def __init__(self) -> None:
+
+class SnapshotStore:
+    """The single place poll results, API counters and the exporter's status live; writers replace, readers
+    copy."""
+
+    def __init__(self, status: ExporterStatus) -> None:
         self._lock = threading.Lock()
         self._accounts: dict[str, AccountState] = {}
         self._counts: dict[str, Counts] = {}
+        self._pauses: Counter[str] = Counter()
+        self._status = status
         self._version = 0
         self._snapshot: Snapshot | None = None
+
+    def set_status(self, status: ExporterStatus) -> None:
+        with self._lock:
+            self._status = status
+            self._changed()
 
     def set_accounts(self, accounts: Iterable[tuple[str, str]], endpoints: Sequence[str]) -> None:
         """Make the polled set exactly these (id, name) pairs with these endpoints, keeping what stays."""
@@ -92,7 +139,7 @@ class SnapshotStore:
             for account_id, name in dict(accounts).items():
                 old = self._accounts.get(account_id)
                 states = {e: old.endpoints.get(e, EndpointState()) if old else EndpointState() for e in endpoints}
-                if old is not None and old.name == name and set(old.endpoints) == set(states):
+                if old is not None and old.name == name and list(old.endpoints) == list(states):
                     kept[account_id] = old
                 else:
                     kept[account_id] = AccountState(account_id, name, MappingProxyType(states))
@@ -108,24 +155,28 @@ class SnapshotStore:
         with self._lock:
             return self._accounts.get(account_id)
 
-    def record_poll(self, account_id: str, endpoint: str, state: EndpointState | None,
-                    requests: Counter[str], errors: Counter[str], skipped: int = 0) -> None:
-        """One poll's outcome in one write: the endpoint's new state (None: counters only, e.g. discovery)
-        and its request/error counts. An account removed by a reload mid-poll stays removed."""
+    def record_poll(self, account_id: str, endpoint: str, change: EndpointState | StateChange | None,
+                    counts: PollCounts, skipped: int = 0) -> None:
+        """One poll's result in one write: the endpoint's new state, or a function of its current one (None:
+        counters only, e.g. discovery), and what the poll adds to the counters (``skipped``: malformed items).
+        An account removed by a reload mid-poll stays removed."""
         with self._lock:
             account = self._accounts.get(account_id)
-            if state is not None and account is not None and endpoint in account.endpoints:
+            if change is not None and account is not None and endpoint in account.endpoints:
+                state = change(account.endpoints[endpoint]) if callable(change) else change
                 self._accounts[account_id] = replace(
                     account, endpoints=MappingProxyType({**account.endpoints, endpoint: state}))
             elif account is None and account_id != "":
                 return
-            if requests or errors or skipped:
-                self._counts[account_id] = self._counts.get(account_id, Counts()).plus(requests, errors, skipped)
+            if counts.requests or counts.errors or skipped:
+                self._counts[account_id] = self._counts.get(account_id, Counts()).plus(
+                    counts.requests, counts.errors, skipped)
+            self._pauses.update(counts.pauses)
             self._changed()
 
     def snapshot(self) -> Snapshot:
         with self._lock:
             if self._snapshot is None:
-                self._snapshot = Snapshot(self._version, MappingProxyType(dict(self._accounts)),
-                                          MappingProxyType(dict(self._counts)))
+                self._snapshot = Snapshot(self._version, MappingProxyType(dict(self._accounts)), self._status,
+                                          MappingProxyType(dict(self._counts)), _frozen(self._pauses))
             return self._snapshot

@@ -1,13 +1,13 @@
 """The status page at ``/``: what an operator opens first.
 
 One row per account, the ones that need attention first: the health of every endpoint (ok / failed / not
-polled yet / not enrolled, as a symbol and a word so that colour is never the only cue), what is unpaid per
-currency, failed payment attempts, the oldest unpaid invoice's age, the credit balance, the last and next poll
-and the current error (secrets masked). Plain HTML and CSS, no JavaScript; below 900 px wide the table turns
-into one card per account. Every value that comes from the config or the API is escaped.
+polled yet / not enrolled, as a symbol and a word so that colour is never the only cue), the columns each
+collector adds (what is unpaid, failed payments, the credit balance, gateways ...), the last and next poll and
+the current error (secrets masked). Plain HTML and CSS, no JavaScript; below 900 px wide the table turns into
+one card per account. Every value that comes from the config or the API is escaped.
 
-It reads only what already exists: the store's snapshot (the invoice totals the collector computed once per
-poll), the poller's schedule (``Poller.next_polls``) and the config. It keeps nothing of its own.
+It reads only what already exists: the store's snapshot (the data the collectors computed once per poll, the
+config and its collectors) and the poller's schedule (``Poller.next_polls``). It keeps nothing of its own.
 """
 
 from __future__ import annotations
@@ -16,21 +16,14 @@ import html
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from exporter import __version__
-from exporter.collectors import interval_for, settings_for
-from exporter.collectors.invoice_history import InvoiceData
-from exporter.config import Config
+from exporter.collectors.base import Collector, StatusCell, StatusLine
 from exporter.snapshot import AccountState, EndpointState, Snapshot
+from exporter.words import ago, duration, gmtime, short_utc, utc
 
 MAX_MESSAGE = 300  # characters of an error message shown; the log has all of it
-ENDPOINT_NAMES = {
-    "invoice_history": "invoices",
-    "credit_balance": "credit balance",
-    "spending_limit": "spending limit",
-    "usage_history": "usage",
-    "invoice_preview": "invoice preview",
-}
 # Health of an endpoint or an account, worst first: (sort rank, symbol, word, CSS class).
 FAILED = (0, "✖", "failed", "bad")
 PENDING = (1, "…", "not polled yet", "wait")
@@ -47,13 +40,15 @@ def e(value: object) -> str:
 @dataclass(frozen=True)
 class PageInput:
     snapshot: Snapshot
-    config: Config
     telemetry_path: str = "/metrics"
     next_polls: Mapping[tuple[str, str], float | None] | None = None  # Poller.next_polls(); None: not running
     now: float | None = None
     demo: bool = False
-    reload_failed: bool = False
     mask: Callable[[str], str] = str  # the secret redactor (RedactSecrets.mask)
+
+    @property
+    def collectors(self) -> Mapping[str, Collector[Any, Any]]:
+        return self.snapshot.status.setup.collectors
 
 
 def endpoint_health(state: EndpointState) -> Health:
@@ -72,51 +67,8 @@ def account_health(account: AccountState) -> Health:
     return OK if worst == NOT_ENROLLED else worst
 
 
-# ---- plain-words formatting ------------------------------------------------------------------------------
-
-
-def duration(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 48 * 3600:
-        hours, rest = divmod(round(seconds / 60), 60)
-        return f"{hours} h {rest} min" if rest else f"{hours} h"
-    return f"{seconds / 86400:.0f} days"
-
-
-MIN_TIME = -62135596800.0  # 0001-01-01T00:00:00Z
-MAX_TIME = 253402300799.0  # 9999-12-31T23:59:59Z
-
-
-def _gmtime(at: float) -> time.struct_time:
-    """time.gmtime of any finite time: an API's ``created: 1e300`` (a finite number, so accepted) is shown as
-    the year 9999 instead of failing the page with OverflowError."""
-    return time.gmtime(min(max(at, MIN_TIME), MAX_TIME))
-
-
-def utc(at: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", _gmtime(at))
-
-
-def short_utc(at: float, now: float) -> str:
-    """The time of day alone when it is today (UTC), else the date too."""
-    same_day = _gmtime(at)[:3] == _gmtime(now)[:3]
-    return time.strftime("%H:%M:%S UTC" if same_day else "%Y-%m-%d %H:%M UTC", _gmtime(at))
-
-
-def ago(at: float, now: float) -> str:
-    return "just now" if now - at < 2 else f"{duration(now - at)} ago"
-
-
-def money(amount: float, divisor: float, currency: str) -> str:
-    return f"{amount / divisor:,.2f} {currency.upper()}"
-
-
 def _when(text: str, at: float, now: float) -> str:
-    return f'<time datetime="{e(time.strftime("%Y-%m-%dT%H:%M:%SZ", _gmtime(at)))}" title="{e(utc(at))}">' \
+    return f'<time datetime="{e(time.strftime("%Y-%m-%dT%H:%M:%SZ", gmtime(at)))}" title="{e(utc(at))}">' \
            f'{e(text)}</time><small>{e(short_utc(at, now))}</small>'
 
 
@@ -135,13 +87,18 @@ def _stale(state: EndpointState, now: float) -> str:
     return ""
 
 
-def _endpoints_cell(account: AccountState) -> str:
+def _title(page: PageInput, endpoint: str) -> str:
+    collector = page.collectors.get(endpoint)
+    return collector.title if collector is not None else endpoint.replace("_", " ")
+
+
+def _endpoints_cell(account: AccountState, page: PageInput) -> str:
     """Each endpoint's health in words, endpoints in the same state (and for the same reason) on one line."""
     groups: dict[tuple[Health, str], list[str]] = {}
     for endpoint, state in account.endpoints.items():
         health = endpoint_health(state)
         reason = state.last_error_reason or "" if health is FAILED else ""
-        groups.setdefault((health, reason), []).append(ENDPOINT_NAMES.get(endpoint, endpoint.replace("_", " ")))
+        groups.setdefault((health, reason), []).append(_title(page, endpoint))
     items = []
     for (health, reason), names in sorted(groups.items(), key=lambda kv: (kv[0][0][0], kv[0][1])):
         everything = len(groups) == 1 and len(names) > 1
@@ -152,61 +109,32 @@ def _endpoints_cell(account: AccountState) -> str:
     return f'<ul class="endpoints">{"".join(items)}</ul>'
 
 
-def _invoices(account: AccountState) -> tuple[EndpointState | None, InvoiceData | None]:
-    state = account.endpoints.get("invoice_history")
-    data = state.data if state is not None and isinstance(state.data, InvoiceData) else None
-    return state, data
+def _line(line: StatusLine) -> str:
+    if line.style == "amount":
+        return f'<span class="amount">{e(line.text)}</span>'
+    if line.style == "note":
+        return f"<small>{e(line.text)}</small>"
+    if line.style == "warn":
+        return f'<span class="badge warn"><span aria-hidden="true">⚠</span> {e(line.text)}</span>'
+    return f"<div>{e(line.text)}</div>"
 
 
-def _unpaid_cell(account: AccountState, divisor: float, now: float) -> str:
-    state, data = _invoices(account)
-    if state is None:
-        return '<span class="muted">not collected</span>'
-    if data is None:
-        if state.polled and state.success and not state.enrolled:
-            return '<span class="muted">not enrolled</span>'
-        return '<span class="muted">unknown (never read)</span>'
-    amounts = [money(v, divisor, c) for c, v in data.totals.remaining.items() if v > 0]
-    if not amounts:
-        return f'<span class="amount">nothing unpaid</span>{_stale(state, now)}'
-    count = data.totals.unpaid
-    lines = "".join(f'<span class="amount">{e(a)}</span>' for a in amounts)
-    invoices = f'<small>{count} unpaid invoice{"" if count == 1 else "s"}</small>'
-    oldest = data.totals.oldest_unpaid
-    if oldest is not None:
-        since = time.strftime("%Y-%m-%d", _gmtime(oldest))
-        invoices += f'<small>oldest <time datetime="{e(since)}">{e(duration(now - oldest))}</time> ' \
-                    f'(since {e(since)})</small>'
-    return f"{lines}{invoices}{_stale(state, now)}"
-
-
-def _attempts_cell(account: AccountState) -> str:
-    _, data = _invoices(account)
-    if data is None:
-        return '<span class="muted">—</span>'
-    failed = data.totals.failed_attempts
-    if failed > 0:
-        return f'<span class="badge warn" title="{failed:.0f} failed payment attempts on unpaid invoices">' \
-               f'<span aria-hidden="true">⚠</span> {failed:.0f} failed</span>'
-    return "0"
-
-
-def _credit_cell(account: AccountState, config: Config, now: float) -> str:
-    state = account.endpoints.get("credit_balance")
-    if state is None:
-        return ""
-    if state.data is None:
-        if state.polled and state.success and not state.enrolled:
-            return '<span class="muted">not enrolled</span>'
-        return '<span class="muted">unknown (never read)</span>'
-    balance = getattr(state.data, "balance", None)
-    if not isinstance(balance, int | float):
-        return '<span class="muted">—</span>'
-    divisor = getattr(settings_for(config, "credit_balance"), "amount_divisor", config.metrics.amount_divisor)
-    cell = f'<span class="amount">{e(money(balance, divisor, "usd"))}</span>'  # credits are US dollars
-    if getattr(state.data, "auto_topup_failing", None) is True:
-        cell += '<span class="badge warn"><span aria-hidden="true">⚠</span> auto top-up failing</span>'
-    return cell + _stale(state, now)
+def _collector_cells(collector: Collector[Any, Any], state: EndpointState | None,
+                     now: float) -> tuple[list[str], bool]:
+    """The HTML of the collector's columns for one account, and whether they need attention."""
+    blank = ['<span class="muted">—</span>'] * (len(collector.columns) - 1)
+    if state is None or state.data is None:
+        if state is None:
+            why = "not collected"
+        elif state.polled and state.success and not state.enrolled:
+            why = "not enrolled"
+        else:
+            why = "unknown (never read)"
+        return [f'<span class="muted">{why}</span>', *blank], False
+    cells: tuple[StatusCell, ...] = collector.status(state.data, now)
+    html_cells = ["".join(_line(line) for line in cell.lines) for cell in cells]
+    html_cells[0] += _stale(state, now)
+    return html_cells, any(cell.attention for cell in cells)
 
 
 def _last_poll_cell(account: AccountState, now: float) -> str:
@@ -216,8 +144,13 @@ def _last_poll_cell(account: AccountState, now: float) -> str:
     return _when("polled " + ago(max(times), now), max(times), now)
 
 
+def _interval(page: PageInput, endpoint: str) -> float | None:
+    collector = page.collectors.get(endpoint)
+    return collector.settings.interval if collector is not None else None
+
+
 def _next_poll_cell(account: AccountState, page: PageInput, now: float) -> str:
-    intervals = sorted({interval_for(page.config, endpoint) for endpoint in account.endpoints})
+    intervals = sorted({i for ep in account.endpoints if (i := _interval(page, ep)) is not None})
     every = f'<small>every {e(" / ".join(duration(i) for i in intervals))}</small>' if intervals else ""
     if page.next_polls is None:
         return f'<span class="muted">next: not scheduled</span>{every}'
@@ -230,21 +163,21 @@ def _next_poll_cell(account: AccountState, page: PageInput, now: float) -> str:
         return f'<span class="muted">next: not scheduled</span>{every}'
     soonest = min(upcoming)
     text = "next due now" if soonest <= now + 0.5 else f"next in {duration(soonest - now)}"
-    return f'<time datetime="{e(time.strftime("%Y-%m-%dT%H:%M:%SZ", _gmtime(soonest)))}" ' \
+    return f'<time datetime="{e(time.strftime("%Y-%m-%dT%H:%M:%SZ", gmtime(soonest)))}" ' \
            f'title="{e(utc(soonest))}">{e(text)}</time>{every}'
 
 
-def _error_cell(account: AccountState, mask: Callable[[str], str], now: float) -> str:
+def _error_cell(account: AccountState, page: PageInput, now: float) -> str:
     """The current errors, one line per distinct (reason, message) with the endpoints that have it."""
     errors: dict[tuple[str, str], list[str]] = {}
     latest: dict[tuple[str, str], float] = {}
     for endpoint, state in account.endpoints.items():
         if state.polled and not state.success:
-            message = mask(state.last_error_message or "")
+            message = page.mask(state.last_error_message or "")
             if len(message) > MAX_MESSAGE:
                 message = message[:MAX_MESSAGE] + "…"
             key = (state.last_error_reason or "unknown", message)
-            errors.setdefault(key, []).append(ENDPOINT_NAMES.get(endpoint, endpoint))
+            errors.setdefault(key, []).append(_title(page, endpoint))
             latest[key] = max(latest.get(key, 0.0), state.last_poll_time or 0.0)
     if not errors:
         return '<span class="muted">none</span>'
@@ -260,60 +193,63 @@ def _error_cell(account: AccountState, mask: Callable[[str], str], now: float) -
 # ---- the page --------------------------------------------------------------------------------------------
 
 
-def _sort_key(account: AccountState) -> tuple[int, int, str, str]:
-    health = account_health(account)
-    _, data = _invoices(account)
-    credit = account.endpoints.get("credit_balance")
-    warning = (data is not None and data.totals.failed_attempts > 0) or (
-        credit is not None and getattr(credit.data, "auto_topup_failing", None) is True)
-    return health[0], 0 if warning else 1, account.name.lower(), account.account_id
+@dataclass(frozen=True)
+class _Row:
+    account: AccountState
+    health: Health
+    cells: list[tuple[str, str]]  # (column, HTML)
+    attention: bool
+
+    @property
+    def order(self) -> tuple[int, int, str, str]:
+        return self.health[0], 0 if self.attention else 1, self.account.name.lower(), self.account.account_id
 
 
-def _row(account: AccountState, page: PageInput, now: float, with_credit: bool) -> str:
+def _row(account: AccountState, page: PageInput, now: float) -> _Row:
     health = account_health(account)
-    divisor = getattr(settings_for(page.config, "invoice_history"), "amount_divisor",
-                      page.config.metrics.amount_divisor)
     account_cell = f'<span class="name">{e(account.name)}</span><code class="id">{e(account.account_id)}</code>'
-    cells: list[tuple[str, str]] = [
-        ("Health", f"{_badge(health)}{_endpoints_cell(account)}"),
-        ("Account", account_cell),
-        ("Unpaid", _unpaid_cell(account, divisor, now)),
-        ("Failed payments", _attempts_cell(account)),
-    ]
-    if with_credit:
-        cells.append(("Credit balance", _credit_cell(account, page.config, now) or '<span class="muted">—</span>'))
+    cells = [("Health", f"{_badge(health)}{_endpoints_cell(account, page)}"), ("Account", account_cell)]
+    attention = False
+    for name, collector in page.collectors.items():
+        if collector.columns:
+            found, needs = _collector_cells(collector, account.endpoints.get(name), now)
+            cells += zip(collector.columns, found, strict=True)
+            attention = attention or needs
     cells += [
         ("Polls", f'{_last_poll_cell(account, now)}<div class="next">{_next_poll_cell(account, page, now)}</div>'),
-        ("Last error", _error_cell(account, page.mask, now)),
+        ("Last error", _error_cell(account, page, now)),
     ]
-    tds = "".join(f'<td data-label="{e(label)}"><div>{content}</div></td>' for label, content in cells)
-    return f'<tr class="{health[3]}">{tds}</tr>'
+    return _Row(account, health, cells, attention)
 
 
-def _intervals(config: Config, endpoints: list[str]) -> str:
+def _html_row(row: _Row) -> str:
+    tds = "".join(f'<td data-label="{e(label)}"><div>{content}</div></td>' for label, content in row.cells)
+    return f'<tr class="{row.health[3]}">{tds}</tr>'
+
+
+def _intervals(page: PageInput, endpoints: list[str]) -> str:
     by_interval: dict[float, list[str]] = {}
     for endpoint in endpoints:
-        by_interval.setdefault(interval_for(config, endpoint), []).append(ENDPOINT_NAMES.get(endpoint, endpoint))
+        if (interval := _interval(page, endpoint)) is not None:
+            by_interval.setdefault(interval, []).append(_title(page, endpoint))
     if len(by_interval) <= 1:
-        return duration(next(iter(by_interval), config.poll.interval))
+        return duration(next(iter(by_interval), page.snapshot.status.setup.config.poll.interval))
     return "; ".join(f"{', '.join(names)} every {duration(i)}" for i, names in sorted(by_interval.items()))
 
 
 def render_status_page(page: PageInput) -> str:
     now = time.time() if page.now is None else page.now
-    accounts = sorted(page.snapshot.accounts.values(), key=_sort_key)
+    rows = sorted((_row(a, page, now) for a in page.snapshot.accounts.values()), key=lambda r: r.order)
+    accounts = [row.account for row in rows]
     endpoints = list(dict.fromkeys(ep for a in accounts for ep in a.endpoints))
-    with_credit = "credit_balance" in endpoints  # the column exists once that collector does
-    rows = [_row(a, page, now, with_credit) for a in accounts]
     counts: dict[str, int] = {}
     for account in accounts:
         word = account_health(account)[2]
         counts[word] = counts.get(word, 0) + 1
     failing = [a for a in accounts if account_health(a) is FAILED]
 
-    headers = ["Health", "Account", "Unpaid", "Failed payments"]
-    headers += ["Credit balance"] if with_credit else []
-    headers += ["Polls", "Last error"]
+    headers = ["Health", "Account", *(c for collector in page.collectors.values() for c in collector.columns),
+               "Polls", "Last error"]
     # Relative links: they still work when a proxy serves the exporter under a path prefix.
     path = e("./" + page.telemetry_path.lstrip("/"))
     ready = page.snapshot.ready
@@ -322,7 +258,7 @@ def render_status_page(page: PageInput) -> str:
         banners.append('<p class="banner demo"><strong>Demo mode.</strong> These are built-in sample accounts '
                        "answered inside the exporter, not your Cloudflare data. The <em>legacy</em> account "
                        "fails on purpose (its token is revoked).</p>")
-    if page.reload_failed:
+    if not page.snapshot.status.reload_successful:
         banners.append('<p class="banner bad"><span aria-hidden="true">✖</span> <strong>The last config reload '
                        "failed;</strong> the previous config keeps running. The log says why.</p>")
     if failing:
@@ -332,7 +268,7 @@ def render_status_page(page: PageInput) -> str:
                        f"{noun} failing:</strong> {names}. They are listed first.</p>")
     summary = ", ".join(f"{n} {word}" for word, n in sorted(counts.items(), key=lambda kv: kv[0] != "failed"))
     table = (f'<div class="scroll"><table><thead><tr>{"".join(f"<th>{e(h)}</th>" for h in headers)}</tr></thead>'
-             f'<tbody>{"".join(rows)}</tbody></table></div>' if rows
+             f'<tbody>{"".join(map(_html_row, rows))}</tbody></table></div>' if rows
              else '<p class="muted">No accounts to poll (yet): check the config, or discovery.</p>')
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -344,7 +280,7 @@ Cloudflare AI Gateway Exporter</title>
 <header><h1>Cloudflare AI Gateway Exporter</h1>
 <nav><a href="{path}">Metrics</a> <a href="./-/healthy">Health</a> <a href="./-/ready">Readiness</a></nav>
 <p class="facts"><span>Version {e(__version__)}</span>
-<span>Poll interval {e(_intervals(page.config, endpoints))}</span>
+<span>Poll interval {e(_intervals(page, endpoints))}</span>
 <span>{len(accounts)} account{"" if len(accounts) == 1 else "s"}: {e(summary or "none")}</span>
 <span>{"Ready" if ready else "Not ready: not every account polled yet"}</span>
 <span>Page generated {e(utc(now))}</span></p></header>

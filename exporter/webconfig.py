@@ -21,7 +21,8 @@ from typing import Any
 
 import bcrypt
 
-from exporter.config import ConfigError, FileProblem, parse_yaml, read_text_file
+from exporter.config.files import FileProblem, parse_yaml, read_text_file
+from exporter.config.model import ConfigError
 
 _TLS_KEYS = ("cert_file", "key_file", "client_ca_file", "client_auth_type", "min_version", "max_version")
 _TLS_VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,

@@ -64,20 +64,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlsplit
 
-from exporter.demo import (
-    DEMO_ACCOUNTS,
-    DEMO_REVOKED_TOKEN,
-    DEMO_TOKEN,
-    ENDPOINTS,
-    INVOICE_PER_PAGE_MAX,
-    INVOICE_TYPES,
-    Billing,
-    billing_answer,
-    demo_billing,
-    demo_invoices,
-    invoice,
-    invoice_page,
-)
+from exporter.collectors import REGISTRY
+from exporter.collectors.base import Route, SampleRequest
+from exporter.collectors.invoice_history import InvoiceSample, invoice, sample_invoices
+from exporter.demo import ROUTES, route_for
+from exporter.samples import DEMO_ACCOUNTS, DEMO_REVOKED_TOKEN, DEMO_TOKEN
 
 __all__ = [
     "ANY_ENDPOINT",
@@ -86,7 +77,6 @@ __all__ = [
     "DEMO_REVOKED_TOKEN",
     "DEMO_TOKEN",
     "ENDPOINT_NAMES",
-    "Billing",
     "FakeAccount",
     "FakeCloudflareAPI",
     "Fault",
@@ -97,15 +87,17 @@ __all__ = [
 ]
 
 BASE_PATH = "/client/v4"
-ENDPOINT_NAMES = tuple(ENDPOINTS.values())  # invoice_history, credit_balance, ..., topup_config
+ENDPOINT_NAMES = tuple(route.endpoint for _, route in ROUTES.values())  # invoice_history, ..., topup_config
 ANY_ENDPOINT = "*"
+SAMPLE_TYPES = {c.name: type(c.sample("", 0.0, 0.0)) for c in REGISTRY}
 
 ACCOUNTS_PER_PAGE_DEFAULT = 20
 ACCOUNTS_PER_PAGE_MAX = 50
 DEFAULT_RATE_LIMIT = (1200, 300.0)  # Cloudflare's published limit: 1,200 requests per 5 minutes
+MAX_REQUEST_BODY = 1 << 20
 
 _ACCOUNT_ID_RE = re.compile(r"[0-9a-f]{32}")
-_BILLING_RE = re.compile(r"/accounts/([^/]+)/ai-gateway/billing/(.+)")
+_GATEWAY_PATH_RE = re.compile(r"/accounts/[^/]+/ai-gateway/.+")
 _ACCOUNT_IN_PATH_RE = re.compile(re.escape(BASE_PATH) + r"/accounts/([^/]+)")
 # What Fault.wrong_shape() sends as ``result`` per endpoint: success true, but a shape no parser may accept.
 _WRONG_SHAPES: dict[str, Any] = {
@@ -122,6 +114,11 @@ _WRONG_SHAPES: dict[str, Any] = {
 # --------------------------------------------------------------------------------------------------------
 
 
+def default_samples() -> dict[str, Any]:
+    """Every collector's sample of an account that uses none of the features (not enrolled, nothing billed)."""
+    return {name: kind() for name, kind in SAMPLE_TYPES.items()}
+
+
 @dataclass
 class FakeAccount:
     """One account served by the fake, with its invoices in wire format."""
@@ -132,9 +129,10 @@ class FakeAccount:
     token: str | None = None  # if set, only this bearer token (or the global key pair) may read the account
     ignore_page: bool = False  # always answer page 1, whatever ?page= says
     endless_has_more: bool = False  # has_more is always true; pages past the end are empty
-    latency: float = 0.0  # seconds to sleep before answering any of this account's billing requests
-    billing: Billing = field(default_factory=Billing)  # the other endpoints' state; default: not enrolled
-    live: Callable[[float], Billing] | None = None  # if set, billing = live(time.time()) at each request
+    latency: float = 0.0  # seconds to sleep before answering any of this account's requests
+    # Each collector's sample (its endpoint's server-side state) by collector name; default: not enrolled.
+    samples: dict[str, Any] = field(default_factory=default_samples)
+    live: Callable[[float], dict[str, Any]] | None = None  # if set, samples = live(time.time()) at each request
 
 
 @dataclass(frozen=True)
@@ -270,9 +268,9 @@ def _success(result: Any, result_info: dict[str, Any]) -> _Reply:
     )
 
 
-def _method_not_allowed() -> _Reply:
+def _method_not_allowed(allowed: str = "GET") -> _Reply:
     reply = _error_reply(405, 7001, "Method not allowed for this URI")
-    reply.headers["Allow"] = "GET"
+    reply.headers["Allow"] = allowed
     return reply
 
 
@@ -497,9 +495,9 @@ class _Handler(BaseHTTPRequestHandler):
         """Silence the default one-line-per-request logging to stderr."""
 
     def do_GET(self) -> None:
-        self._drain_body()
+        body = self._read_body()
         headers = {name.lower(): value for name, value in self.headers.items()}
-        reply = self._server().api._dispatch(self.command, self.path, headers, str(self.client_address[0]))
+        reply = self._server().api._dispatch(self.command, self.path, body, headers, str(self.client_address[0]))
         if reply is None:  # abandoned because the server is stopping
             self.close_connection = True
             return
@@ -507,15 +505,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_GET
 
-    def _drain_body(self) -> None:
-        """Read and discard a request body, so the next request on a keep-alive connection parses."""
+    def _read_body(self) -> bytes:
+        """The request body (a GraphQL query), read whole so the next request on a keep-alive connection
+        parses."""
         if "Transfer-Encoding" in self.headers:
             self.close_connection = True
-            return
+            return b""
         with contextlib.suppress(ValueError, OSError):
             length = int(self.headers.get("Content-Length", "0"))
             if length > 0:
-                self.rfile.read(length)
+                return self.rfile.read(min(length, MAX_REQUEST_BODY))
+        return b""
 
     def _send(self, reply: _Reply) -> None:
         try:
@@ -593,14 +593,19 @@ class FakeCloudflareAPI:
         with self._lock:
             self._faults.setdefault((account_id, endpoint), deque()).extend(faults)
 
-    def set_billing(self, account_id: str, **changes: Any) -> Billing:
-        """Change fields of the account's Billing (balance, has_default_payment_method, payment_method,
-        topup_config, first_topup_success, spending_limit, spending_limit_enabled, usage, invoice_preview);
-        the next request sees them. KeyError for an unknown account, TypeError for an unknown field."""
+    def set_billing(self, account_id: str, **changes: Any) -> None:
+        """Change fields of the account's samples, each in the collector sample that has it (balance,
+        has_default_payment_method, payment_method, topup_config, first_topup_success, spending_limit,
+        spending_limit_enabled, usage, invoice_preview, gateways ...); the next request sees them. KeyError for
+        an unknown account, TypeError for a field no sample has."""
         account = self.accounts[account_id]
         with self._lock:
-            account.billing = dataclasses.replace(account.billing, **changes)
-            return account.billing
+            for key, value in changes.items():
+                owner = next((name for name, sample in account.samples.items() if dataclasses.is_dataclass(sample)
+                              and key in {f.name for f in dataclasses.fields(sample)}), None)
+                if owner is None:
+                    raise TypeError(f"no collector sample has a field {key!r}")
+                account.samples[owner] = dataclasses.replace(account.samples[owner], **{key: value})
 
     def revoke_token(self, token: str) -> None:
         """From now on this token gets 403, code 1000 "Invalid API Token", and so does every bearer
@@ -682,12 +687,13 @@ class FakeCloudflareAPI:
 
     # ---- request handling (called from handler threads) --------------------------------------------
 
-    def _dispatch(self, method: str, raw_path: str, headers: dict[str, str], client: str) -> _Reply | None:
+    def _dispatch(self, method: str, raw_path: str, body: bytes, headers: dict[str, str],
+                  client: str) -> _Reply | None:
         """Answer one request; None means: abandon it (the server is stopping)."""
         parts = urlsplit(raw_path)
         match = _ACCOUNT_IN_PATH_RE.match(parts.path)
         rest = parts.path[len(BASE_PATH) :].rstrip("/") if parts.path.startswith(BASE_PATH + "/") else ""
-        billing = _BILLING_RE.fullmatch(rest)
+        routed = route_for(rest)
         record = RecordedRequest(
             time=time.monotonic(),
             method=method,
@@ -695,11 +701,11 @@ class FakeCloudflareAPI:
             query=dict(parse_qsl(parts.query, keep_blank_values=True)),
             auth=_auth_kind(headers),
             account_id=match[1] if match else None,
-            endpoint=ENDPOINTS.get(billing[2]) if billing else None,
+            endpoint=routed[1].endpoint if routed else None,
         )
         with self._lock:
             self.requests.append(record)
-        reply = self._route(method, record, rest, billing is not None, headers, client)
+        reply = self._route(method, record, rest, routed[1] if routed else None, body, headers, client)
         if reply is None:
             return None
         if "Ratelimit" not in reply.headers:
@@ -709,39 +715,42 @@ class FakeCloudflareAPI:
         return reply
 
     def _route(
-        self, method: str, record: RecordedRequest, rest: str, billing_path: bool, headers: dict[str, str],
-        client: str,
+        self, method: str, record: RecordedRequest, rest: str, route: Route | None, body: bytes,
+        headers: dict[str, str], client: str,
     ) -> _Reply | None:
-        if method != "GET" and (billing_path or rest == "/accounts"):
-            return _method_not_allowed()  # the write endpoints (topup, spending-limit POST/DELETE...) too
+        expected = route.method if route is not None else "GET"
+        known = route is not None or rest == "/accounts" or _GATEWAY_PATH_RE.fullmatch(rest) is not None
+        if method != expected and known:
+            return _method_not_allowed(expected)  # the write endpoints (topup, spending-limit POST/DELETE...) too
         if rest == "/accounts":
             return self._accounts_list(record.query, headers, client)
-        if record.endpoint is None:
+        if route is None:
             return _error_reply(404, 7000, "No route for that URI")
         account_id = record.account_id or ""
         if not _ACCOUNT_ID_RE.fullmatch(account_id):
             message = f"Could not route to {record.path}, perhaps your object identifier is invalid?"
             return _error_reply(400, 7003, message)
-        return self._account_endpoint(account_id, record.endpoint, record.query, headers, client)
+        return self._account_endpoint(account_id, route, record.query, body, headers, client)
 
     def _account_endpoint(
-        self, account_id: str, endpoint: str, query: dict[str, str], headers: dict[str, str], client: str
+        self, account_id: str, route: Route, query: dict[str, str], body: bytes, headers: dict[str, str],
+        client: str,
     ) -> _Reply | None:
         account = self.accounts.get(account_id)
         if account is not None and account.latency > 0 and not self._sleep(account.latency):
             return None
-        fault = self._pop_fault(account_id, endpoint)
+        fault = self._pop_fault(account_id, route.endpoint)
         if fault is not None and fault.kind not in ("delay", "drip"):
-            return self._fault_reply(fault, endpoint)
+            return self._fault_reply(fault, route.endpoint)
         if fault is not None and fault.kind == "delay" and not self._sleep(fault.seconds):
             return None
-        reply = self._answer(account_id, endpoint, query, headers, client, account)
+        reply = self._answer(account_id, route, query, body, headers, client, account)
         if fault is not None and fault.kind == "drip" and reply is not None:
             reply.drip = fault.seconds
         return reply
 
-    def _answer(self, account_id: str, endpoint: str, query: dict[str, str], headers: dict[str, str], client: str,
-                account: FakeAccount | None) -> _Reply | None:
+    def _answer(self, account_id: str, route: Route, query: dict[str, str], body: bytes, headers: dict[str, str],
+                client: str, account: FakeAccount | None) -> _Reply | None:
         principal = self._admit(headers, client)
         if isinstance(principal, _Reply):
             return principal
@@ -749,29 +758,31 @@ class FakeCloudflareAPI:
         if denied is not None:
             return denied
         assert account is not None  # _deny_account refuses unknown accounts
-        if endpoint == "invoice_history":
-            return self._invoice_history(account, query)
+        if route.endpoint == "invoice_history":
+            return self._invoice_history(account, route, query)
         if account.live is not None:
             fresh = account.live(time.time())
             with self._lock:
-                account.billing = fresh
+                account.samples.update(fresh)
+        owner = ROUTES[route.path][0].name
         with self._lock:
-            status, body = billing_answer(endpoint, account.billing, query)
-        return _json_reply(status, body)
+            samples = {a.id: a.samples[owner] for a in self.accounts.values()}
+            request = SampleRequest(account_id, query, body, time.time(), time.time(), samples.get)
+            status, answer = route.answer(samples[account_id], request)
+        return _json_reply(status, answer)
 
-    def _invoice_history(self, account: FakeAccount, query: dict[str, str]) -> _Reply:
-        kind = query.get("type", "all")
-        if kind not in INVOICE_TYPES:
-            return _error_reply(400, 1001, f"Invalid value for type: {kind!r}; expected auto, manual or all")
-        params = _page_params(query, self.default_per_page, INVOICE_PER_PAGE_MAX)
-        if isinstance(params, _Reply):
-            return params
-        page, per_page = params
+    def _invoice_history(self, account: FakeAccount, route: Route, query: dict[str, str]) -> _Reply:
+        """The invoices' route, but ``default_per_page`` when the query names none, and the account's
+        pagination faults (``ignore_page``, ``endless_has_more``)."""
+        asked = {"per_page": str(self.default_per_page), **query}
+        if account.ignore_page and "page" in asked:
+            asked["page"] = "1"
         with self._lock:
-            result, pagination = invoice_page(account.invoices, kind, 1 if account.ignore_page else page, per_page)
-            if account.endless_has_more:
-                pagination["has_more"] = True
-            return _success(result, pagination)
+            status, body = route.answer(InvoiceSample(account.invoices),
+                                        SampleRequest(account.id, asked, b"", time.time(), time.time(), lambda _: None))
+        if status == 200 and account.endless_has_more:
+            body["result"]["pagination"]["has_more"] = body["result_info"]["has_more"] = True
+        return _json_reply(status, body)
 
     def _accounts_list(self, query: dict[str, str], headers: dict[str, str], client: str) -> _Reply:
         principal = self._admit(headers, client)
@@ -891,18 +902,18 @@ class FakeCloudflareAPI:
 
 def demo_api(*, host: str = "127.0.0.1", port: int = 0, now: float | None = None) -> FakeCloudflareAPI:
     """The demo accounts (DEMO_ACCOUNTS), not started. Invoices are created relative to ``now``. Without
-    ``now`` the billing state moves with the clock (staging's credits drain); with it, it stays as at ``now``."""
+    ``now`` the samples move with the clock (staging's credits drain); with it, they stay as at ``now``."""
     started = time.time() if now is None else now
     api = FakeCloudflareAPI(token=DEMO_TOKEN, host=host, port=port)
-    invoices = demo_invoices(started)
+    invoices = sample_invoices(started)
     for name, account_id in DEMO_ACCOUNTS.items():
 
-        def live(at: float, account_id: str = account_id) -> Billing:
-            return demo_billing(account_id, at if now is None else now, started)
+        def live(at: float, account_id: str = account_id) -> dict[str, Any]:
+            return {c.name: c.sample(account_id, at if now is None else now, started) for c in REGISTRY}
 
         token = DEMO_REVOKED_TOKEN if name == "legacy" else None
         api.add_account(account_id, name, invoices[account_id], token=token,
-                        billing=live(started), live=live if now is None else None)
+                        samples=live(started), live=live if now is None else None)
     api.revoke_token(DEMO_REVOKED_TOKEN)
     return api
 

@@ -16,14 +16,50 @@ from typing import Any
 import httpx
 import yaml
 
+from exporter.cloudflare.errors import PollCounts
+from exporter.collectors import REGISTRY
+from exporter.config.load import default_collectors
+from exporter.config.model import Config, Inherited
+from exporter.snapshot import ExporterStatus, Setup, SnapshotStore
+
 REPO = Path(__file__).resolve().parent.parent
+COLLECTORS = tuple(c.name for c in REGISTRY)
+
+
+def only(*names: str) -> dict[str, dict[str, bool]]:
+    """The ``collectors:`` section of a config that polls these collectors alone."""
+    return {name: {"enabled": False} for name in COLLECTORS if name not in names}
 
 
 # The ``collectors:`` section of a config that polls invoice history alone: for the tests of the invoice path and of
 # behaviour shared by every endpoint (failures, reload, TLS ...), whose request counts and ``value()`` look-ups
 # assume one endpoint per account. tests/test_collectors_e2e.py covers the collectors together.
-INVOICE_HISTORY_ONLY: dict[str, dict[str, bool]] = {
-    name: {"enabled": False} for name in ("credit_balance", "spending_limit", "usage_history", "invoice_preview")}
+INVOICE_HISTORY_ONLY = only("invoice_history")
+
+
+def config_with(*names: str, interval: float = 300.0, divisor: float = 100.0, **fields: Any) -> Config:
+    """A config built in code with these collectors enabled at their defaults (every one when none is named),
+    as a config file with ``poll.interval`` and ``metrics.amount_divisor`` set would give them."""
+    changes = only(*names) if names else {}
+    return Config(collectors=default_collectors(Inherited(interval, divisor), **changes), **fields)
+
+
+def status_of(config: Config, generation: int = 0, reload_successful: bool = True,
+              at: float = 1.7e9) -> ExporterStatus:
+    return ExporterStatus(Setup.of(config), generation, reload_successful, at)
+
+
+def store_for(config: Config) -> SnapshotStore:
+    return SnapshotStore(status_of(config))
+
+
+def poll_counts(requests: dict[str, int] | None = None, errors: dict[str, int] | None = None,
+                pauses: dict[str, int] | None = None) -> PollCounts:
+    counts = PollCounts()
+    counts.requests.update(requests or {})
+    counts.errors.update(errors or {})
+    counts.pauses.update(pauses or {})
+    return counts
 
 
 def free_port() -> int:
@@ -177,8 +213,8 @@ def run_once(config: dict[str, Any], *args: str, workdir: Path, timeout: float =
                           cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def page_for(snapshot: Any, config: Any, **kwargs: Any) -> str:
-    """The status page of ``snapshot`` under ``config`` (kwargs: the rest of ``PageInput``)."""
+def page_for(snapshot: Any, **kwargs: Any) -> str:
+    """The status page of ``snapshot`` (kwargs: the rest of ``PageInput``)."""
     from exporter.status_page import PageInput, render_status_page
 
-    return render_status_page(PageInput(snapshot, config, **kwargs))
+    return render_status_page(PageInput(snapshot, **kwargs))

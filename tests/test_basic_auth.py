@@ -13,7 +13,7 @@ from typing import Any
 import bcrypt
 import pytest
 
-from exporter.config import ConfigError
+from exporter.config.model import ConfigError
 from exporter.webconfig import AUTH_CACHE_SECONDS, AUTH_CACHE_SIZE, BasicAuth, load_web_config
 
 USER, PASSWORD = "alice", "pw-correct-horse-battery"

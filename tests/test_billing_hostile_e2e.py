@@ -44,8 +44,8 @@ POISON: dict[str, list[Fault]] = {
     "credit_balance": [raw('{"balance": NaN}'), raw('{"balance": 1e400}'), raw('{"balance": ' + "9" * 5000 + "}"),
                        raw('{"balance": 5, "topup_config": {"amount": 1, "threshold": -Infinity}}'),
                        Fault.wrong_shape()],
-    "spending_limit": [raw('{"enabled": true, "config": {"amount": Infinity, "duration": "daily", '
-                           '"strategy": "fixed"}}'), Fault.wrong_shape()],
+    "spending_limit": [raw('{"enabled": NaN, "config": {"amount": 1, "duration": "daily", "strategy": "fixed"}}'),
+                       Fault.wrong_shape()],
     "usage_history": [history(50_000), raw('{"history": [{"aggregated_value": NaN, "start_time": 1}]}'),
                       Fault.wrong_shape()],
     "invoice_preview": [raw(json.dumps({"amount_due": 5, "currency": "u" * 100_000})),

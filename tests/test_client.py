@@ -9,12 +9,14 @@ from typing import Any
 import httpx
 import pytest
 
-from exporter.client import AccountApi, ApiError, CloudflareClient, NotEnrolled, PollCounts
-from exporter.collectors.invoice_history import InvoiceData, InvoiceHistory
-from exporter.config import AccountConfig, CloudflareConfig, Credentials, MetricsConfig
+from exporter.cloudflare.account import AccountApi
+from exporter.cloudflare.client import Answer, CloudflareClient
+from exporter.cloudflare.errors import ApiError, NotEnrolled, PollCounts
+from exporter.collectors.invoice_history import InvoiceData, InvoiceHistoryCollector, InvoiceHistorySettings
+from exporter.config.model import AccountConfig, CloudflareConfig, Config, Credentials, MetricsConfig
 from exporter.ratelimit import RateLimiter
 from exporter.render import Lines
-from tests.fakeclock import FakeClock
+from tests.fakeclock import FakeClock, next_grant
 
 ACCOUNT = AccountConfig("0123456789abcdef0123456789abcdef", "prod", "all", Credentials(api_token="t0k3n"))
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -52,7 +54,7 @@ def run(handler: Handler, call: Callable[[AccountApi], Any], **config: Any) -> t
     async def go() -> Any:
         async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
             client = CloudflareClient(CloudflareConfig(base_url="https://api.test/client/v4", **config), limiter,
-                                      http, sleep=clock.sleep, clock=clock)
+                                      http, sleep=clock.sleep)
             try:
                 return await call(AccountApi(client, ACCOUNT, counts))
             except (ApiError, NotEnrolled) as err:
@@ -62,7 +64,7 @@ def run(handler: Handler, call: Callable[[AccountApi], Any], **config: Any) -> t
 
 
 def get(api: AccountApi) -> Any:
-    return api.get("credit-balance", {})
+    return api.get("billing/credit-balance", {})
 
 
 def test_server_errors_are_retried_and_every_attempt_recorded() -> None:
@@ -99,49 +101,49 @@ def test_429_retry_after_is_honoured_by_the_shared_limiter() -> None:
     assert body["success"] is True and len(seen) == 2
     assert counts.errors == {"rate_limited": 1} and counts.requests == {"429": 1, "200": 1}
     assert max(clock.sleeps) >= 7
-    assert limiter.pauses == {"retry-after": 1}
-    assert limiter.paused_until == 0.0  # the good answer ended the pause
+    assert counts.pauses == {"retry-after": 1}
+    assert next_grant(limiter, clock) < 1  # the good answer ended the pause
 
 
 def test_retry_after_beyond_five_minutes_pauses_five_minutes_logged_and_counted(
         caplog: pytest.LogCaptureFixture) -> None:
     handler, seen = sequence(failure(429, **{"Retry-After": "99999"}), ok({}))
-    err, counts, _, limiter = run(handler, get)
+    err, counts, clock, limiter = run(handler, get)
     assert isinstance(err, ApiError) and err.reason == "rate_limited" and err.retry_after == 300
     assert len(seen) == 1 and counts.errors == {"rate_limited": 1}
-    assert limiter.paused_until == 1000.0 + 300 and limiter.pauses == {"retry-after": 1}
+    assert counts.pauses == {"retry-after": 1} and next_grant(limiter, clock) == 300
     [record] = [r for r in caplog.records if r.getMessage() == "the API asked to pause every request"]
     assert record.asked_seconds == 99999 and record.pause_seconds == 300  # type: ignore[attr-defined]
 
 
 def test_a_retry_after_beyond_a_minute_ends_the_poll() -> None:
     handler, seen = sequence(failure(429, **{"Retry-After": "3600"}), ok({}))
-    err, _, _, limiter = run(handler, get)
+    err, _, clock, limiter = run(handler, get)
     assert isinstance(err, ApiError) and err.reason == "rate_limited" and err.retry_after == 300
-    assert len(seen) == 1 and limiter.paused_until == 1000.0 + 300
+    assert len(seen) == 1 and next_grant(limiter, clock) == 300
 
 
 def test_ratelimit_header_at_zero_pauses_the_limiter() -> None:
     handler, _ = sequence(httpx.Response(200, headers={"Ratelimit": '"default";r=0;t=30'},
                                          json={"success": True, "result": {}}))
-    _, _, _, limiter = run(handler, get)
-    assert limiter.paused_until >= 1000.0 + 30 and limiter.pauses == {"ratelimit": 1}
+    _, counts, clock, limiter = run(handler, get)
+    assert next_grant(limiter, clock) >= 30 and counts.pauses == {"ratelimit": 1}
 
 
 @pytest.mark.parametrize("value", ['"default";r=0;t=99999', '"default";r=0;t=' + "9" * 5000])
 def test_ratelimit_header_pause_is_capped_and_a_later_good_answer_ends_it(value: str) -> None:
     handler, _ = sequence(httpx.Response(200, headers={"Ratelimit": value}, json={"success": True, "result": {}}))
 
-    async def paused_then_answer_in_flight(api: AccountApi) -> float:
-        await api.get("credit-balance", {})
-        paused = api.client.limiter.paused_until
+    async def paused_then_answer_in_flight(api: AccountApi) -> bool:
+        await api.get("billing/credit-balance", {})
         # another account's request, sent before the pause, comes back fine: the pause ends
-        api.client._honour_ratelimit_header(httpx.Response(200, headers={"Ratelimit": '"default";r=40;t=10'}), False)
-        return paused
+        answer = Answer(200, httpx.Headers({"Ratelimit": '"default";r=40;t=10'}), {"success": True}, "/")
+        api.client._honour_ratelimit_header(answer, False, api.counts)
+        return api.client.limiter.resume()
 
-    paused, _, _, limiter = run(handler, paused_then_answer_in_flight)
-    assert paused == 1000.0 + 300 and limiter.pauses == {"ratelimit": 1}
-    assert limiter.paused_until == 0.0
+    still_paused, counts, clock, limiter = run(handler, paused_then_answer_in_flight)
+    assert counts.pauses == {"ratelimit": 1} and not still_paused
+    assert next_grant(limiter, clock) < 1
 
 
 def test_success_false_on_http_200_is_an_api_error_not_retried() -> None:
@@ -166,16 +168,16 @@ def test_not_a_json_object_is_invalid_response() -> None:
 
 @pytest.mark.parametrize("answer", [failure(404, 1404), failure(403, 7003),
                                     httpx.Response(200, json={"success": False, "errors": [{"code": 1004}]})])
-def test_not_enrolled_answers_are_none_counted_as_requests_not_errors(answer: httpx.Response) -> None:
+def test_not_enrolled_answers_are_not_enrolled_counted_as_requests_not_errors(answer: httpx.Response) -> None:
     handler, seen = sequence(answer)
-    result, counts, _, _ = run(handler, lambda api: api.get("invoice-preview", {}, accept_not_enrolled=True))
-    assert result is None and len(seen) == 1
+    result, counts, _, _ = run(handler, lambda api: api.get("billing/invoice-preview", {}, accept_not_enrolled=True))
+    assert isinstance(result, NotEnrolled) and len(seen) == 1
     assert counts.requests == {str(answer.status_code): 1} and not counts.errors
 
 
 def test_a_revoked_token_is_never_not_enrolled() -> None:
     handler, _ = sequence(failure(403, 1000))
-    err, counts, _, _ = run(handler, lambda api: api.get("invoice-preview", {}, accept_not_enrolled=True))
+    err, counts, _, _ = run(handler, lambda api: api.get("billing/invoice-preview", {}, accept_not_enrolled=True))
     assert isinstance(err, ApiError) and err.reason == "auth" and counts.errors == {"auth": 1}
 
 
@@ -184,7 +186,7 @@ def test_an_html_403_or_404_is_a_failure_never_not_enrolled(status: int, reason:
     """A proxy's or WAF's error page is not the API saying the account does not use the feature."""
     handler, _ = sequence(httpx.Response(status, text="<html><body>Access denied</body></html>",
                                          headers={"content-type": "text/html"}))
-    err, counts, _, _ = run(handler, lambda api: api.get("invoice-preview", {}, accept_not_enrolled=True))
+    err, counts, _, _ = run(handler, lambda api: api.get("billing/invoice-preview", {}, accept_not_enrolled=True))
     assert isinstance(err, ApiError) and err.reason == reason and counts.errors == {reason: 1}
 
 
@@ -192,6 +194,14 @@ def test_not_enrolled_unless_accepted_is_an_error() -> None:
     handler, _ = sequence(failure(404))
     err, _, _, _ = run(handler, get)
     assert isinstance(err, ApiError) and err.reason == "api_error"
+
+
+def collector(metrics: MetricsConfig | None = None) -> InvoiceHistoryCollector:
+    return InvoiceHistoryCollector(InvoiceHistorySettings(), Config(metrics=metrics or MetricsConfig()))
+
+
+def invoice_fetch(metrics: MetricsConfig | None = None) -> Callable[[AccountApi], Any]:
+    return lambda api: collector(metrics).fetch(api, None)
 
 
 def page(items: list[Any], page_no: int, has_more: bool) -> httpx.Response:
@@ -208,7 +218,7 @@ def test_invoice_history_follows_pages_and_skips_malformed_items() -> None:
                              httpx.Response(200, content=b'{"success": true, "result": {"invoices": [{"id": "in_4", '
                                             b'"currency": "usd", "amount_due": NaN, "amount_paid": 0, '
                                             b'"amount_remaining": 0}], "pagination": {"page": 3, "has_more": false}}}'))
-    fetched, counts, _, _ = run(handler, InvoiceHistory().fetch, per_page=2)
+    fetched, counts, _, _ = run(handler, invoice_fetch(), per_page=2)
     assert [i.id for i in fetched.data.invoices] == ["in_1", "in_2", "in_3"]
     assert fetched.skipped == 2 and fetched.summary["pages"] == 3
     assert [r.url.params["page"] for r in seen] == ["1", "2", "3"]
@@ -221,10 +231,11 @@ def test_invoice_history_follows_pages_and_skips_malformed_items() -> None:
 def test_the_pdf_link_is_kept_only_when_it_is_a_label(pdf_label: bool) -> None:
     link = "https://pay.stripe.com/invoice/acct_1/in_1/pdf"
     handler, _ = sequence(page([invoice(1, invoice_pdf=link)], 1, False))
-    fetched, _, _, _ = run(handler, InvoiceHistory(pdf_label).fetch)
+    metrics = MetricsConfig(invoice_series="all", invoice_pdf_url=pdf_label)
+    fetched, _, _, _ = run(handler, invoice_fetch(metrics))
     assert fetched.data.invoices[0].invoice_pdf == (link if pdf_label else None)
     out = Lines()
-    InvoiceHistory(pdf_label).render(("acc", "prod"), fetched.data, MetricsConfig(invoice_series="all"), out)
+    collector(metrics).render(("acc", "prod"), fetched.data, out)
     assert (link.encode() in b"".join(out.encoded().values())) is pdf_label
 
 
@@ -236,7 +247,7 @@ def test_the_pdf_link_is_kept_only_when_it_is_a_label(pdf_label: bool) -> None:
 ])
 def test_pagination_guards(pages: list[httpx.Response], message: str) -> None:
     handler, _ = sequence(*pages)
-    err, counts, _, _ = run(handler, InvoiceHistory().fetch, max_pages=3)
+    err, counts, _, _ = run(handler, invoice_fetch(), max_pages=3)
     assert isinstance(err, ApiError) and err.reason == "pagination" and message in str(err)
     assert counts.errors == {"pagination": 1}
 
@@ -249,7 +260,7 @@ def test_list_accounts_reports_its_requests() -> None:
     async def go() -> list[tuple[str, str]]:
         async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
             client = CloudflareClient(CloudflareConfig(), RateLimiter(100), http)
-            return await client.list_accounts(Credentials(api_token="t"), counts.record, counts.fail)
+            return await client.list_accounts(Credentials(api_token="t"), counts)
 
     assert asyncio.run(go()) == [("ab" * 16, "x")]
     assert counts.requests == {"200": 1}

@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from exporter.config import parse_config
-from exporter.demo import topup_config
+from exporter.collectors.credit_balance import topup_config
+from exporter.config.load import parse_config
 from exporter.poller import Poller
-from exporter.snapshot import SnapshotStore
+from exporter.snapshot import Setup, SnapshotStore
 from tests.conftest import TOKEN
 from tests.fakeapi import FakeCloudflareAPI, Fault, invoice
-from tests.support import ExporterProcess, samples, value
+from tests.support import ExporterProcess, samples, status_of, value
 
 pytestmark = pytest.mark.e2e
 
@@ -206,7 +206,7 @@ def _poller(caplog: pytest.LogCaptureFixture, accounts: int, collectors: dict[st
     config = parse_config({"cloudflare": {"api_token": "t0ken-value", "requests_per_second": rate},
                            "accounts": ids, "collectors": collectors}, "c", {})
     with caplog.at_level(logging.WARNING, logger="exporter.poller"):
-        Poller(config, SnapshotStore())
+        Poller(Setup.of(config), SnapshotStore(status_of(config)))
     return [r for r in caplog.records if r.name == "exporter.poller"]
 
 

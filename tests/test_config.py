@@ -10,8 +10,11 @@ from typing import Any
 
 import pytest
 
-import exporter.config as config_module
-from exporter.config import ConfigError, load_config, parse_config, parse_duration
+from exporter.config.load import load_config, parse_config
+from exporter.config.model import ConfigError
+from exporter.config.secrets import CREDENTIAL_KEYS
+from exporter.config.values import parse_duration
+from exporter.config.walker import Walker
 from tests.support import REPO
 
 ACC = "023e105f4ecef8ad9ca31a8372d0c353"
@@ -177,13 +180,13 @@ def test_example_config_shows_every_key_the_loader_accepts_under_its_section(mon
     """Every key the loader allows (asked of the loader itself, not a list kept here) appears in
     config.example.yaml, set or in a comment, in the block of its own section."""
     allowed: dict[str, tuple[str, ...]] = {}
-    section = config_module._Loader.section
+    section = Walker.section
 
     def record(self: Any, doc: Any, path: str, keys: tuple[str, ...]) -> dict[str, Any]:
         allowed[re.sub(r"\[\d+\]", "", path)] = keys
         return section(self, doc, path, keys)
 
-    monkeypatch.setattr(config_module._Loader, "section", record)
+    monkeypatch.setattr(Walker, "section", record)
     load_config(REPO / "config.example.yaml", {"CLOUDFLARE_API_TOKEN": "t0ken-value"})
     assert {"", "cloudflare", "collectors.credit_balance", "accounts"} <= set(allowed)
     lines = (REPO / "config.example.yaml").read_text().splitlines()
@@ -206,7 +209,7 @@ def test_example_config_shows_every_key_the_loader_accepts_under_its_section(mon
         return False
 
     def where(path: str, key: str) -> str:  # an account's credential keys are "the same keys" as cloudflare's
-        return "cloudflare" if path == "accounts" and key in config_module.CREDENTIAL_KEYS else path
+        return "cloudflare" if path == "accounts" and key in CREDENTIAL_KEYS else path
 
     missing = [f"{path}.{key}".lstrip(".") for path, keys in allowed.items() for key in keys
                if not shown(where(path, key), key)]

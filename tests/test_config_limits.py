@@ -14,13 +14,9 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.config import (
-    MAX_CONFIG_FILE_BYTES,
-    MAX_SECRET_FILE_BYTES,
-    ConfigError,
-    load_config,
-    parse_config,
-)
+from exporter.config.load import MAX_CONFIG_FILE_BYTES, load_config, parse_config
+from exporter.config.model import ConfigError
+from exporter.config.secrets import MAX_SECRET_FILE_BYTES
 from tests.support import REPO, ExporterProcess, free_port, value, wait_for
 
 ACC = "023e105f4ecef8ad9ca31a8372d0c353"

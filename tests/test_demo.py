@@ -11,17 +11,15 @@ import httpx
 import pytest
 
 from exporter import cli
-from exporter.demo import (
+from exporter.collectors.credit_balance import CreditBalanceCollector
+from exporter.demo import DEMO_BASE_URL, demo_config, demo_transport
+from exporter.samples import (
     BULK_DAILY_LIMIT,
     DEMO_ACCOUNTS,
-    DEMO_BASE_URL,
     DEMO_REVOKED_TOKEN,
     DEMO_TOKEN,
     STAGING_BURN_PER_SECOND,
     STAGING_START_BALANCE,
-    demo_billing,
-    demo_config,
-    demo_transport,
 )
 
 pytestmark = pytest.mark.timeout(20)
@@ -156,10 +154,11 @@ def test_staging_credits_drain_toward_zero() -> None:
     assert balance["balance"] == STAGING_START_BALANCE and balance["has_default_payment_method"] is False
     assert balance["topup_config"]["amount"] is None and balance["topup_config"]["threshold"] is None
     staging = DEMO_ACCOUNTS["staging"]
-    assert demo_billing(staging, NOW + 3600, NOW).balance == STAGING_START_BALANCE - 3600 * STAGING_BURN_PER_SECOND
+    balance_at = CreditBalanceCollector.sample
+    assert balance_at(staging, NOW + 3600, NOW).balance == STAGING_START_BALANCE - 3600 * STAGING_BURN_PER_SECOND
     hours_to_zero = STAGING_START_BALANCE / STAGING_BURN_PER_SECOND / 3600
     assert 1 < hours_to_zero < 24  # CreditsRunningOut's default horizon
-    assert demo_billing(staging, NOW + hours_to_zero * 3600 + 60, NOW).balance == 0  # floored, never negative
+    assert balance_at(staging, NOW + hours_to_zero * 3600 + 60, NOW).balance == 0  # floored, never negative
     # Usage history agrees with the burn rate: one hour of traffic costs what the balance loses in an hour.
     hours = get("staging", "usage-history", value_grouping_window="hour")["history"]
     assert hours[-2]["aggregated_value"] == pytest.approx(3600 * STAGING_BURN_PER_SECOND)

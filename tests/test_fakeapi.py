@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from exporter.collectors.credit_balance import CreditBalanceSample
 from exporter.demo import DEMO_BASE_URL, demo_transport
 from tests.fakeapi import (
     ANY_ENDPOINT,
@@ -23,7 +24,6 @@ from tests.fakeapi import (
     DEMO_REVOKED_TOKEN,
     DEMO_TOKEN,
     ENDPOINT_NAMES,
-    Billing,
     FakeCloudflareAPI,
     Fault,
     demo_api,
@@ -723,7 +723,7 @@ def test_latency_delays_every_billing_endpoint(api: FakeCloudflareAPI, client: h
 
 
 def test_live_billing_is_read_at_each_request(api: FakeCloudflareAPI, client: httpx.Client) -> None:
-    api.accounts[ACCT].live = lambda now: Billing(balance=round(now, 3))
+    api.accounts[ACCT].live = lambda now: {"credit_balance": CreditBalanceSample(balance=round(now, 3))}
     first = result(client.get(billing_path(ACCT, "credit_balance")))["balance"]
     time.sleep(0.01)
     second = result(client.get(billing_path(ACCT, "credit_balance")))["balance"]

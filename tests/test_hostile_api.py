@@ -17,20 +17,16 @@ from typing import Any
 import httpx
 import pytest
 
-from exporter.client import (
-    MAX_ITEMS_PER_ACCOUNT,
-    MAX_RESPONSE_BYTES,
-    AccountApi,
-    ApiError,
-    CloudflareClient,
-    PollCounts,
-)
-from exporter.collectors.invoice_history import InvoiceData, InvoiceHistory
-from exporter.config import AccountConfig, CloudflareConfig, Credentials, MetricsConfig
+from exporter.cloudflare.account import MAX_ITEMS_PER_ACCOUNT, AccountApi
+from exporter.cloudflare.body import MAX_RESPONSE_BYTES
+from exporter.cloudflare.client import CloudflareClient
+from exporter.cloudflare.errors import ApiError, PollCounts
+from exporter.collectors.invoice_history import InvoiceData
+from exporter.config.model import AccountConfig, CloudflareConfig, Credentials
 from exporter.ratelimit import RateLimiter
 from exporter.render import Lines
 from tests.hostile import HostileServer, send_dripped, send_endless, send_gzip_bomb
-from tests.test_client import ACCOUNT, get, invoice, page, run, sequence
+from tests.test_client import ACCOUNT, collector, get, invoice, invoice_fetch, page, run, sequence
 
 TOKEN = "hostile-test-token-1234"
 
@@ -147,7 +143,7 @@ GOOD = json.dumps(invoice(1)).encode()
 def test_non_finite_numbers_and_huge_integers_are_refused_at_the_edge(amount: bytes) -> None:
     bad = GOOD.replace(b'"amount_due": 862296', b'"amount_due": ' + amount).replace(b"in_1", b"in_2")
     handler, _ = sequence(invoices_answer(GOOD, bad))
-    fetched, counts, _, _ = run(handler, InvoiceHistory().fetch)
+    fetched, counts, _, _ = run(handler, invoice_fetch())
     assert [i.id for i in fetched.data.invoices] == ["in_1"] and fetched.skipped == 1
     assert fetched.data.totals.due == {"usd": 862296.0} and not counts.errors
 
@@ -156,12 +152,12 @@ def test_non_finite_numbers_and_huge_integers_are_refused_at_the_edge(amount: by
 def test_text_that_cannot_be_encoded_is_repaired_where_it_enters(bad_id: bytes) -> None:
     item = GOOD.replace(b'"in_1"', bad_id)
     handler, _ = sequence(invoices_answer(item))
-    fetched, _, _, _ = run(handler, InvoiceHistory().fetch)
+    fetched, _, _, _ = run(handler, invoice_fetch())
     [inv] = fetched.data.invoices
     assert "\ufffd" in inv.id
     inv.id.encode("utf-8")  # never fails downstream
     out = Lines()
-    InvoiceHistory().render((ACCOUNT.id, "prod"), fetched.data, MetricsConfig(), out)
+    collector().render((ACCOUNT.id, "prod"), fetched.data, out)
     assert b"\xef\xbf\xbd" in b"".join(out.encoded().values())
 
 
@@ -175,7 +171,7 @@ def test_discovered_account_names_are_repaired_and_bad_ids_left_out() -> None:
     async def go() -> list[tuple[str, str]]:
         async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
             client = CloudflareClient(CloudflareConfig(), RateLimiter(100), http)
-            return await client.list_accounts(Credentials(api_token=TOKEN), counts.record, counts.fail)
+            return await client.list_accounts(Credentials(api_token=TOKEN), counts)
 
     found = asyncio.run(go())
     assert [(i, n.encode()) for i, n in found[:2]] == [("a" * 32, "ops\ufffd".encode()),
@@ -185,7 +181,7 @@ def test_discovered_account_names_are_repaired_and_bad_ids_left_out() -> None:
 
 def test_more_items_in_a_page_than_the_limit_is_an_invalid_response() -> None:
     handler, _ = sequence(page([invoice(n) for n in range(1001)], 1, False))
-    err, counts, _, _ = run(handler, InvoiceHistory().fetch)
+    err, counts, _, _ = run(handler, invoice_fetch())
     assert isinstance(err, ApiError) and err.reason == "invalid_response" and "1,001 items" in str(err)
     assert counts.errors == {"invalid_response": 1}
 
@@ -193,14 +189,14 @@ def test_more_items_in_a_page_than_the_limit_is_an_invalid_response() -> None:
 def test_more_items_per_account_than_the_limit_is_an_invalid_response() -> None:
     pages = [page([invoice(p * 1000 + n) for n in range(1000)], p + 1, True) for p in range(11)]
     handler, seen = sequence(*pages)
-    err, _counts, _, _ = run(handler, InvoiceHistory().fetch, per_page=1000)
+    err, _counts, _, _ = run(handler, invoice_fetch(), per_page=1000)
     assert isinstance(err, ApiError) and err.reason == "invalid_response"
     assert f"more than {MAX_ITEMS_PER_ACCOUNT:,} items" in str(err) and len(seen) == 11
 
 
 def test_the_same_invoice_id_on_two_pages_is_kept_once_and_counted() -> None:
     handler, _ = sequence(page([invoice(1), invoice(2)], 1, True), page([invoice(2), invoice(3)], 2, False))
-    fetched, counts, _, _ = run(handler, InvoiceHistory().fetch, per_page=2)
+    fetched, counts, _, _ = run(handler, invoice_fetch(), per_page=2)
     assert isinstance(fetched.data, InvoiceData)
     assert [i.id for i in fetched.data.invoices] == ["in_1", "in_2", "in_3"]
     assert fetched.skipped == 1 and fetched.summary["duplicate_invoices"] == 1
@@ -217,11 +213,13 @@ def test_an_unsupported_content_encoding_is_an_invalid_response() -> None:
 def test_pauses_are_exported_per_header() -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
-    from exporter.config import Config
-    from exporter.render import ExporterStatus, Renderer
-    from exporter.snapshot import SnapshotStore
+    from exporter.config.model import Config
+    from exporter.render import Renderer
+    from tests.support import poll_counts, store_for
 
-    renderer = Renderer(SnapshotStore(), lambda: ExporterStatus(Config()), pauses=lambda: {"retry-after": 2})
+    store = store_for(Config())
+    store.record_poll("", "discovery", None, poll_counts(pauses={"retry-after": 2}))
+    renderer = Renderer(store)
     text = renderer.render().body.decode()
     [family] = [f for f in text_string_to_metric_families(text) if f.name == "cloudflare_ai_gateway_api_pauses"]
     assert family.type == "counter"
@@ -232,7 +230,7 @@ def test_pauses_are_exported_per_header() -> None:
 def test_an_invoice_with_a_huge_label_value_is_left_out_and_counted() -> None:
     handler, _ = sequence(page([invoice(1), invoice(2, id="in_" + "x" * 500_000), invoice(3, currency="u" * 100)],
                                1, False))
-    fetched, _, _, _ = run(handler, InvoiceHistory().fetch)
+    fetched, _, _, _ = run(handler, invoice_fetch())
     assert [i.id for i in fetched.data.invoices] == ["in_1"] and fetched.skipped == 2
 
 
@@ -246,7 +244,7 @@ def test_discovery_listing_more_accounts_than_the_limit_fails_and_keeps_nothing_
         async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
             client = CloudflareClient(CloudflareConfig(), RateLimiter(100), http)
             try:
-                return await client.list_accounts(Credentials(api_token=TOKEN), counts.record, counts.fail)
+                return await client.list_accounts(Credentials(api_token=TOKEN), counts)
             except ApiError as err:
                 return err
 

@@ -11,7 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from exporter.config import ConfigError, parse_config
+from exporter.config.load import parse_config
+from exporter.config.model import ConfigError
 from exporter.logs import MASK, JsonFormatter, LogfmtFormatter, RedactSecrets
 from tests.support import REPO
 

@@ -17,8 +17,9 @@ import httpx
 import pytest
 
 from exporter.app import ExporterApp
-from exporter.config import AccountConfig, Credentials, DiscoveryConfig
-from exporter.demo import DEMO_TOKEN, demo_config, demo_transport
+from exporter.config.model import AccountConfig, Credentials, DiscoveryConfig
+from exporter.demo import demo_config, demo_transport
+from exporter.samples import DEMO_TOKEN
 from tests.conftest import TOKEN
 from tests.fakeapi import FakeCloudflareAPI, invoice
 from tests.support import REPO, ExporterProcess, wait_for

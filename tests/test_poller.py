@@ -13,30 +13,27 @@ from typing import Any
 import httpx
 import pytest
 
-from exporter.collectors.invoice_history import InvoiceHistory
-from exporter.config import AccountConfig, CloudflareConfig, CollectorsConfig, Config, Credentials, PollConfig
+from exporter.collectors.invoice_history import InvoiceHistoryCollector
+from exporter.config.model import AccountConfig, CloudflareConfig, Config, Credentials, PollConfig
 from exporter.poller import Poller
-from exporter.snapshot import SnapshotStore
-from tests.support import wait_for
+from exporter.snapshot import Setup, SnapshotStore
+from tests.support import config_with, status_of, store_for, wait_for
 
 IDS = [f"{i:032x}" for i in range(1, 7)]
 
 
-def invoice_history_only(interval: float) -> CollectorsConfig:
-    """Every collector off but invoice history, which polls every ``interval``."""
-    defaults = CollectorsConfig.following(interval, 100.0)
-    off: dict[str, Any] = {name: dataclasses.replace(s, enabled=False) for name, s in defaults.by_endpoint().items()
-           if name != "invoice_history"}
-    return dataclasses.replace(defaults, **off)
-
-
 def config(accounts: int = 3, interval: float = 300.0, concurrency: int = 8, rate: float = 50.0) -> Config:
-    return Config(collectors=invoice_history_only(interval),
-                  cloudflare=CloudflareConfig(base_url="https://api.test/client/v4", requests_per_second=rate,
-                                              max_retries=0),
-                  poll=PollConfig(interval=interval, max_concurrency=concurrency),
-                  accounts=tuple(AccountConfig(i, f"acc{n}", "all", Credentials(api_token="t"))
-                                 for n, i in enumerate(IDS[:accounts])))
+    """Invoice history alone, polled every ``interval``."""
+    return config_with("invoice_history", interval=interval,
+                       cloudflare=CloudflareConfig(base_url="https://api.test/client/v4", requests_per_second=rate,
+                                                   max_retries=0),
+                       poll=PollConfig(interval=interval, max_concurrency=concurrency),
+                       accounts=tuple(AccountConfig(i, f"acc{n}", "all", Credentials(api_token="t"))
+                                      for n, i in enumerate(IDS[:accounts])))
+
+
+def poller(cfg: Config, handler: Any, store: SnapshotStore | None = None) -> Poller:
+    return Poller(Setup.of(cfg), store or store_for(cfg), httpx.MockTransport(handler))
 
 
 def invoices_page(request: httpx.Request, pages: int = 1) -> httpx.Response:
@@ -49,7 +46,7 @@ def invoices_page(request: httpx.Request, pages: int = 1) -> httpx.Response:
 
 class CountingStore(SnapshotStore):
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(status_of(config()))
         self.writes: list[tuple[str, str]] = []
 
     def record_poll(self, account_id: str, endpoint: str, *args: Any, **kwargs: Any) -> None:
@@ -59,8 +56,7 @@ class CountingStore(SnapshotStore):
 
 def test_one_store_write_per_poll_however_many_pages() -> None:
     store = CountingStore()
-    poller = Poller(config(), store, httpx.MockTransport(lambda r: invoices_page(r, pages=3)))
-    assert poller.run_once()
+    assert poller(config(), lambda r: invoices_page(r, pages=3), store).run_once()
     assert sorted(store.writes) == sorted((i, "invoice_history") for i in IDS[:3])
     snapshot = store.snapshot()
     assert snapshot.ready and snapshot.counts[IDS[0]].requests == {"200": 3}
@@ -69,16 +65,16 @@ def test_one_store_write_per_poll_however_many_pages() -> None:
 
 
 def test_a_bug_in_one_poll_fails_that_endpoint_with_reason_internal(monkeypatch: pytest.MonkeyPatch) -> None:
-    original = InvoiceHistory.fetch
+    original = InvoiceHistoryCollector.fetch
 
-    async def buggy(self: InvoiceHistory, api: Any) -> Any:
+    async def buggy(self: InvoiceHistoryCollector, api: Any, previous: Any) -> Any:
         if api.account.id == IDS[1]:
             raise KeyError("oops")
-        return await original(self, api)
+        return await original(self, api, previous)
 
-    monkeypatch.setattr(InvoiceHistory, "fetch", buggy)
-    store = SnapshotStore()
-    assert not Poller(config(), store, httpx.MockTransport(invoices_page)).run_once()
+    monkeypatch.setattr(InvoiceHistoryCollector, "fetch", buggy)
+    store = store_for(config())
+    assert not poller(config(), invoices_page, store).run_once()
     endpoints = {a: s.endpoints["invoice_history"] for a, s in store.snapshot().accounts.items()}
     assert endpoints[IDS[1]].polled and not endpoints[IDS[1]].success
     assert endpoints[IDS[1]].last_error_reason == "internal"
@@ -101,7 +97,7 @@ def test_first_polls_are_immediate_and_later_ones_spread_over_the_interval() -> 
         return invoices_page(request)
 
     began = time.monotonic()
-    stop = run_poller(Poller(config(accounts=3, interval=1.5), SnapshotStore(), httpx.MockTransport(handler)))
+    stop = run_poller(poller(config(accounts=3, interval=1.5), handler))
     try:
         wait_for(lambda: all(len(starts.get(i, [])) >= 2 for i in IDS[:3]), timeout=10, what="two polls each")
     finally:
@@ -129,23 +125,24 @@ def test_reload_resizes_concurrency_and_rate_for_polls_in_flight() -> None:
             active -= 1
         return invoices_page(request)
 
-    poller = Poller(config(accounts=6, interval=0.5, concurrency=1, rate=50), SnapshotStore(),
-                    httpx.MockTransport(handler))
-    limiter = poller.limiter
-    stop = run_poller(poller)
+    polls = poller(config(accounts=6, interval=0.5, concurrency=1, rate=50), handler)
+    limiter = polls._limiter
+    stop = run_poller(polls)
     try:
         wait_for(lambda: len(peak) >= 3, timeout=10, what="three requests")
         assert max(peak) == 1
-        assert poller.http_limits is not None and poller.http_limits.max_connections == 1
-        poller.apply(dataclasses.replace(config(accounts=6, interval=0.5, concurrency=3, rate=20)))
+        assert polls.http_limits is not None and polls.http_limits.max_connections == 1
+        polls.apply(Setup.of(config(accounts=6, interval=0.5, concurrency=3, rate=20)))
         wait_for(lambda: max(peak) == 3, timeout=10, what="three polls at once after the reload")
-        assert poller.limiter is limiter and limiter.rate == 20  # one budget, resized: never two side by side
-        assert poller.http_limits.max_connections == 3
-        http = poller.http_client
+        # one budget, resized: never two side by side
+        assert polls._limiter is limiter and limiter._interval == 1 / 20
+        assert polls.http_limits.max_connections == 3
+        assert polls._client is not None
+        http = polls._client.http
         budget_only = config(accounts=6, interval=0.5, concurrency=3, rate=10)
-        poller.apply(dataclasses.replace(budget_only, cloudflare=dataclasses.replace(budget_only.cloudflare,
-                                                                                     timeout=7.0)))
-        wait_for(lambda: limiter.rate == 10, timeout=10, what="the new budget")
-        assert poller.http_client is http  # its TLS context and open connections kept
+        polls.apply(Setup.of(dataclasses.replace(budget_only, cloudflare=dataclasses.replace(
+            budget_only.cloudflare, timeout=7.0))))
+        wait_for(lambda: limiter._interval == 1 / 10, timeout=10, what="the new budget")
+        assert polls._client.http is http  # its TLS context and open connections kept
     finally:
         stop()

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from exporter.app import ExporterApp
-from exporter.config import AccountConfig, CloudflareConfig, Config, Credentials, MetricsConfig, PollConfig
+from exporter.config.model import AccountConfig, CloudflareConfig, Config, Credentials, MetricsConfig, PollConfig
 from exporter.render import Rendered
 from exporter.server import ListenAddress, WebServers
 from tests.promstack import Prometheus

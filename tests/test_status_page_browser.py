@@ -101,19 +101,17 @@ def test_status_page_in_chromium(demo_exporter: ExporterProcess, viewport: str, 
 
 def crowded_page() -> str:
     """Five endpoints per account, a credit balance column, hostile and long names, a 300-character error."""
-    from collections import Counter
     from types import SimpleNamespace
 
     from exporter.collectors.invoice_history import InvoiceData, parse_invoice, totals
-    from exporter.config import Config
-    from exporter.snapshot import EndpointState, SnapshotStore
-    from tests.support import page_for
+    from exporter.snapshot import EndpointState
+    from tests.support import config_with, page_for, poll_counts, store_for
 
     now = time.time()
     endpoints = ["invoice_history", "credit_balance", "spending_limit", "usage_history", "invoice_preview"]
     names = {"a" * 32: "production", "b" * 32: "legacy", "c" * 32: "research", "d" * 32: "hobby", "f" * 32: "new",
              "e" * 32: HOSTILE + " and_a_very_long_account_name_without_any_space_" + "x" * 40}
-    store = SnapshotStore()
+    store = store_for(config_with())
     store.set_accounts(names.items(), endpoints)
     raw = {"id": "in_1", "currency": "usd", "amount_due": 14537, "amount_paid": 0, "amount_remaining": 14537,
            "status": "open", "created": now - 40 * 86400, "attempt_count": 4, "attempted": True}
@@ -124,7 +122,7 @@ def crowded_page() -> str:
         return EndpointState().after_success(data, enrolled, now - 20, 0.1)
 
     def record(account_id: str, endpoint: str, state: EndpointState) -> None:
-        store.record_poll(account_id, endpoint, state, Counter(), Counter())
+        store.record_poll(account_id, endpoint, state, poll_counts())
 
     for ep in endpoints:
         invoice = ep == "invoice_history"
@@ -133,9 +131,9 @@ def crowded_page() -> str:
         record("c" * 32, ep, ok(unpaid if invoice else SimpleNamespace(balance=3275.5, auto_topup_failing=True)))
         record("d" * 32, ep, ok(empty if invoice else None, enrolled=invoice))
     record("e" * 32, "invoice_history", ok(unpaid))
-    record("e" * 32, "credit_balance", ok(SimpleNamespace(balance=100)).after_failure(
+    record("e" * 32, "credit_balance", ok(SimpleNamespace(balance=100, auto_topup_failing=False)).after_failure(
         "timeout", f"timed out {HOSTILE} " + "x" * 400, now, 0.1))
-    return page_for(store.snapshot(), Config(), now=now,
+    return page_for(store.snapshot(), now=now,
                     next_polls={(i, ep): now + 100 for i in names for ep in endpoints})
 
 

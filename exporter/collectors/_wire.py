@@ -8,7 +8,7 @@ import re
 from collections.abc import Collection
 from typing import Any, cast
 
-from exporter.client import REFUSED, is_number
+from exporter.cloudflare.body import REFUSED, is_number
 
 MS_THRESHOLD = 1e11  # a Unix time below this is seconds (1e11 s is the year 5138), at or above it milliseconds
 

@@ -18,8 +18,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from exporter.cloudflare.account import AccountApi
+from exporter.cloudflare.errors import NotEnrolled
 from exporter.collectors._wire import (
-    Malformed,
     boolean,
     bounded_label,
     number,
@@ -28,10 +29,26 @@ from exporter.collectors._wire import (
     string,
     timestamp,
 )
-from exporter.collectors.base import ACC, NS, AccountApi, Family, Fetched, Sink, money
-from exporter.config import CreditBalanceSettings
+from exporter.collectors.base import (
+    ACC,
+    NS,
+    Acc,
+    Collector,
+    Family,
+    Fetched,
+    Route,
+    SampleRequest,
+    Sink,
+    StatusCell,
+    StatusLine,
+    money,
+)
+from exporter.config import values
+from exporter.config.model import MoneySettings, setting
+from exporter.samples import DEMO_NAMES, HOUR, STAGING_BURN_PER_SECOND, STAGING_START_BALANCE, envelope
+from exporter.words import dollars
 
-PATH = "credit-balance"
+PATH = "billing/credit-balance"
 # Label values of payment_method_info: a card brand is a short word (Stripe: visa, mastercard, amex, ...),
 # last4 is four digits; anything else is exported as "other" (a label takes few, short values).
 BRAND_RE = re.compile(r"[a-z0-9_]{1,24}")
@@ -103,8 +120,8 @@ class CreditBalance:
 
 
 def parse_credit_balance(body: Any) -> CreditBalance:
-    result = result_object(body, PATH)
-    where = f"{PATH}: result"
+    result = result_object(body, "credit-balance")
+    where = "credit-balance: result"
     balance = number(result, "balance", where, required=True)
     assert balance is not None
     card = optional_object(result, "payment_method", where)
@@ -139,35 +156,87 @@ def _card_label(card: dict[str, Any] | None, key: str, pattern: re.Pattern[str],
     return None if value is None else bounded_label(value, pattern)
 
 
-class CreditBalanceCollector:
-    endpoint: str = "credit_balance"
-    families: tuple[Family, ...] = (BALANCE, PAYMENT_METHOD_PRESENT, PAYMENT_METHOD_INFO, TOPUP_ENABLED,
-                                    TOPUP_THRESHOLD, TOPUP_AMOUNT, TOPUP_LAST_FAILURE, TOPUP_FAILING)
+@dataclass(frozen=True)
+class CreditBalanceSettings(MoneySettings):
+    interval: float = setting(60.0, values.INTERVAL, "how often each account's credit balance is polled")
+    payment_method_labels: bool = setting(False, values.boolean, "export the card's brand and last four digits")
 
-    def requests_per_poll(self) -> int:
-        return 1
 
-    async def fetch(self, api: AccountApi) -> Fetched:
-        try:
-            body = await api.get(PATH, {}, accept_not_enrolled=True)
-            if body is None:
-                return Fetched(data=None, enrolled=False)
-            data = parse_credit_balance(body)
-        except Malformed as err:
-            raise api.fail(err.reason, str(err)) from None
+@dataclass(frozen=True)
+class CreditBalanceSample:
+    """What ``credit-balance`` answers for a sample account; the defaults are an account without Unified
+    Billing. ``topup_config`` is the camelCase object as the API sends it (``topup/config`` answers it too)."""
+
+    balance: float = 0.0
+    has_default_payment_method: bool = False
+    payment_method: dict[str, Any] | None = None
+    topup_config: dict[str, Any] | None = None
+    first_topup_success: bool | None = None  # None: left out of the answer
+
+
+def topup_config(amount: float | None = None, threshold: float | None = None, *, error: str | None = None,
+                 last_failed_at: float | None = None, disabled_reason: str | None = None) -> dict[str, Any]:
+    """A ``topup_config`` object; ``last_failed_at`` in unix seconds, sent as milliseconds."""
+    failed = None if last_failed_at is None else int(last_failed_at * 1000)
+    return {"amount": amount, "threshold": threshold, "disabledReason": disabled_reason, "error": error,
+            "lastFailedAt": failed}
+
+
+def _sample(account: str, now: float, started: float) -> CreditBalanceSample:
+    """production: plenty, auto top-up working; staging: draining toward zero as time passes; research: the
+    last auto top-up failed (a declined card); bulk: large; hobby: no Unified Billing."""
+    name = DEMO_NAMES.get(account)
+    if name == "production":
+        return CreditBalanceSample(182_450.0, True, {"brand": "visa", "last4": "4242"},
+                                   topup_config(100_000, 50_000), True)
+    if name == "staging":
+        balance = max(0.0, STAGING_START_BALANCE - STAGING_BURN_PER_SECOND * (now - started))
+        return CreditBalanceSample(round(balance, 2), False, None, topup_config(), True)
+    if name == "research":
+        failing = topup_config(50_000, 10_000, error="Your card was declined.", last_failed_at=now - 2 * HOUR)
+        return CreditBalanceSample(3_275.5, True, {"brand": "mastercard", "last4": "0341"}, failing, True)
+    if name == "bulk":
+        return CreditBalanceSample(1_265_000.0, True, {"brand": "amex", "last4": "1881"},
+                                   topup_config(500_000, 250_000), True)
+    return CreditBalanceSample(first_topup_success=False if name == "hobby" else None)
+
+
+def _answer(sample: CreditBalanceSample, _: SampleRequest) -> tuple[int, Any]:
+    result: dict[str, Any] = {
+        "balance": sample.balance, "has_default_payment_method": sample.has_default_payment_method,
+        "payment_method": sample.payment_method, "topup_config": sample.topup_config}
+    if sample.first_topup_success is not None:
+        result["first_topup_success"] = sample.first_topup_success
+    return 200, envelope(result)
+
+
+def _topup_answer(sample: CreditBalanceSample, _: SampleRequest) -> tuple[int, Any]:
+    return 200, envelope(sample.topup_config)
+
+
+class CreditBalanceCollector(Collector[CreditBalanceSettings, CreditBalance]):
+    name = "credit_balance"
+    title = "credit balance"
+    settings_type = CreditBalanceSettings
+    columns = ("Credit balance",)
+    demo_interval = 10.0  # the staging balance drains: a slope after two polls
+    routes = (Route("credit_balance", PATH, _answer), Route("topup_config", "billing/topup/config", _topup_answer))
+    families = (BALANCE, PAYMENT_METHOD_PRESENT, PAYMENT_METHOD_INFO, TOPUP_ENABLED, TOPUP_THRESHOLD, TOPUP_AMOUNT,
+                TOPUP_LAST_FAILURE, TOPUP_FAILING)
+    sample = staticmethod(_sample)
+
+    async def fetch(self, api: AccountApi, previous: CreditBalance | None) -> Fetched:
+        data = parse_credit_balance(await api.get(PATH, {}, accept_not_enrolled=True))
         if not data.enrolled:
-            return Fetched(data=None, enrolled=False)
+            raise NotEnrolled("no credits, payment method or auto top-up")
         return Fetched(data=data, summary={"balance": data.balance})
 
-    def render(self, acc: tuple[str, str], data: CreditBalance | None, settings: CreditBalanceSettings,
-               out: Sink) -> None:
-        if data is None:
-            return
-        divisor = settings.amount_divisor
+    def render(self, acc: Acc, data: CreditBalance, out: Sink) -> None:
+        divisor = self.settings.amount_divisor
         out.add(BALANCE, acc, money(data.balance, divisor))
         if data.payment_method_present is not None:
             out.add(PAYMENT_METHOD_PRESENT, acc, 1.0 if data.payment_method_present else 0.0)
-        if settings.payment_method_labels and data.has_card:
+        if self.settings.payment_method_labels and data.has_card:
             out.add(PAYMENT_METHOD_INFO, (*acc, data.card_brand or "", data.card_last4 or ""), 1.0)
         topup = data.topup
         out.add(TOPUP_ENABLED, acc, 1.0 if topup is not None and topup.enabled else 0.0)
@@ -180,3 +249,12 @@ class CreditBalanceCollector:
         if topup.last_failed_at is not None:
             out.add(TOPUP_LAST_FAILURE, acc, topup.last_failed_at)
         out.add(TOPUP_FAILING, acc, 1.0 if data.auto_topup_failing else 0.0)
+
+    def status(self, data: CreditBalance, now: float) -> tuple[StatusCell, ...]:
+        lines = [StatusLine(dollars(data.balance / self.settings.amount_divisor), "amount")]  # credits are USD
+        if data.auto_topup_failing:
+            lines.append(StatusLine("auto top-up failing", "warn"))
+        return (StatusCell(tuple(lines), attention=bool(data.auto_topup_failing)),)
+
+
+COLLECTOR = CreditBalanceCollector

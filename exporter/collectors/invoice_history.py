@@ -5,18 +5,38 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import random
+import string
 import sys
+import time
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
-from functools import partial
+from dataclasses import dataclass, field
+from functools import lru_cache, partial
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Self
 
-from exporter.client import AccountApi
+from exporter.cloudflare.account import AccountApi
 from exporter.collectors._wire import MAX_CURRENCY_CHARS, is_finite
-from exporter.collectors.base import ACC, NS, Family, Fetched, Sink, money
-from exporter.config import MetricsConfig
+from exporter.collectors.base import (
+    ACC,
+    NS,
+    Acc,
+    Collector,
+    Family,
+    Fetched,
+    Route,
+    SampleRequest,
+    Sink,
+    StatusCell,
+    StatusLine,
+    money,
+)
+from exporter.config.model import Config, Inherited, MoneySettings
+from exporter.samples import DAY, DEMO_ACCOUNTS, envelope, error_envelope, query_int
+from exporter.words import date, duration
+
+PATH = "billing/invoice-history"
 
 SETTLED_STATUSES = frozenset({"paid", "void", "draft"})
 INV = (*ACC, "invoice_id")
@@ -173,22 +193,139 @@ ACC_OLDEST = _family("account_oldest_unpaid_invoice_created_timestamp_seconds",
                      "Creation time of the oldest unpaid invoice, Unix time.", ACC)
 
 
-class InvoiceHistory:
-    endpoint = "invoice_history"
+# --- the sample accounts ---
 
-    def __init__(self, pdf_label: bool = False) -> None:
-        self.pdf = pdf_label
+INVOICE_TYPES = ("auto", "manual", "all")
+PER_PAGE_MAX = 100  # what the API serves at most per page, whatever per_page asks
+
+
+def invoice(*, id: str, amount_due: float, amount_paid: float = 0, amount_remaining: float | None = None,
+            currency: str = "usd", status: str | None = "open", created: int, attempt_count: int = 0,
+            attempted: bool = False, origin: str = "subscription_cycle", created_by: str = "system",
+            description: str | None = None, invoice_pdf: str | None = None,
+            auto_advance: bool | None = True) -> dict[str, Any]:
+    """One wire-format invoice. Amounts are in the smallest currency unit (cents)."""
+    if amount_remaining is None:
+        amount_remaining = round(amount_due - amount_paid, 6)
+    return {"id": id, "amount_due": amount_due, "amount_paid": amount_paid, "amount_remaining": amount_remaining,
+            "currency": currency, "status": status, "created": created, "attempt_count": attempt_count,
+            "attempted": attempted, "auto_advance": auto_advance, "created_by": created_by,
+            "description": description, "invoice_origin": origin, "invoice_pdf": invoice_pdf}
+
+
+def _invoice(rng: random.Random, now: float, days_ago: float, status: str | None = "paid", *,
+             currency: str = "usd", origin: str = "subscription_cycle", attempt_count: int | None = None,
+             description: str | None = None) -> dict[str, Any]:
+    """A realistic sample invoice; paid ones are paid in full, all others owe everything."""
+    invoice_id = "in_" + "".join(rng.choices(string.ascii_letters + string.digits, k=24))
+    created = int(now - days_ago * DAY)
+    amount = round(rng.uniform(150.0, 9800.0), 2)
+    paid, manual = status == "paid", origin == "manual"
+    attempts = (1 if paid else 0) if attempt_count is None else attempt_count
+    month = time.strftime("%B %Y", time.gmtime(created))
+    return invoice(
+        id=invoice_id, amount_due=amount, amount_paid=amount if paid else 0, currency=currency, status=status,
+        created=created, attempt_count=attempts, attempted=attempts > 0, origin=origin,
+        created_by="dashboard" if manual else "system",
+        description=description or ("AI Gateway credit top-up" if manual else f"AI Gateway usage, {month}"),
+        invoice_pdf=None if status == "draft" else f"https://pay.stripe.com/invoice/acct_1Demo/{invoice_id}/pdf",
+        auto_advance=None if manual else status != "draft")
+
+
+@lru_cache(maxsize=4)
+def sample_invoices(now: float) -> dict[str, list[dict[str, Any]]]:
+    """Invoice history per sample account id, newest first, created relative to ``now``; amounts
+    deterministic. production: all paid; staging: one fresh open invoice; research: a declined card; bulk: 120
+    invoices in usd and eur over several pages; hobby: none."""
+    rng = random.Random("cloudflare-ai-gateway-exporter demo")
+
+    def monthly(count: int, first_days_ago: float) -> list[dict[str, Any]]:
+        return [_invoice(rng, now, first_days_ago + 30 * i) for i in range(count)]
+
+    ids = DEMO_ACCOUNTS
+    out = {ids["production"]: monthly(12, 5)}
+    out[ids["staging"]] = [_invoice(rng, now, 3, "open", attempt_count=0), *monthly(11, 33)]
+    out[ids["research"]] = [
+        _invoice(rng, now, 10, "open", attempt_count=1, description="AI Gateway credits, automatic top-up"),
+        _invoice(rng, now, 40, "open", attempt_count=3), *monthly(10, 70)]
+    odd: dict[int, str | None] = {0: "draft", 1: "open", 7: "open", 22: "open", 30: "void", 61: None,
+                                  95: "uncollectible"}
+    out[ids["bulk"]] = [
+        _invoice(rng, now, 1 + 3 * i, odd.get(i, "paid"), currency="eur" if i % 3 == 2 else "usd",
+                 origin="manual" if i % 5 == 4 else "subscription_cycle",
+                 attempt_count=4 if odd.get(i) == "uncollectible" else None)
+        for i in range(120)]
+    out[ids["legacy"]] = monthly(6, 12)
+    out[ids["hobby"]] = []
+    return out
+
+
+@dataclass(frozen=True)
+class InvoiceSample:
+    invoices: list[Any] = field(default_factory=list)  # wire-format invoices (or anything, to test parsing)
+
+
+def _sample(account: str, now: float, started: float) -> InvoiceSample:
+    return InvoiceSample(sample_invoices(started).get(account, []))
+
+
+def invoice_page(invoices: list[Any], kind: str, page: int, per_page: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(result, pagination) of one invoice-history page; malformed entries count as 'auto'."""
+    def origin(entry: Any) -> str:
+        return "manual" if isinstance(entry, dict) and entry.get("invoice_origin") == "manual" else "auto"
+
+    chosen = [e for e in invoices if kind == "all" or origin(e) == kind]
+    start = (page - 1) * per_page
+    info = {"has_more": start + per_page < len(chosen), "page": page, "per_page": per_page,
+            "total_count": len(chosen)}
+    return {"invoices": chosen[start:start + per_page], "pagination": info}, info
+
+
+def _answer(sample: InvoiceSample, request: SampleRequest) -> tuple[int, Any]:
+    try:
+        page, per_page = query_int(request.query, "page", 1, 10**9), query_int(request.query, "per_page", 50,
+                                                                                  PER_PAGE_MAX)
+        kind = request.query.get("type", "all")
+        if kind not in INVOICE_TYPES:
+            raise ValueError(kind)
+    except ValueError:
+        return 400, error_envelope(1001, "Invalid page, per_page or type")
+    result, info = invoice_page(sample.invoices, kind, page, per_page)
+    return 200, envelope(result, info)
+
+
+# --- the collector ---
+
+
+@dataclass(frozen=True)
+class InvoiceHistorySettings(MoneySettings):
+    """Default interval: poll.interval; default divisor: metrics.amount_divisor."""
+
+    @classmethod
+    def defaults(cls, inherited: Inherited) -> Self:
+        return cls(interval=inherited.poll_interval, amount_divisor=inherited.amount_divisor)
+
+
+class InvoiceHistoryCollector(Collector[InvoiceHistorySettings, InvoiceData]):
+    name = "invoice_history"
+    title = "invoices"
+    settings_type = InvoiceHistorySettings
+    columns = ("Unpaid", "Failed payments")
+    routes = (Route("invoice_history", PATH, _answer),)
+    sample = staticmethod(_sample)
+
+    def __init__(self, settings: InvoiceHistorySettings, config: Config) -> None:
+        super().__init__(settings, config)
+        self.series = config.metrics.invoice_series
+        self.pdf = config.metrics.invoice_pdf_url
         self.info = _family("invoice_info", "Invoice metadata; always 1.",
-                            (*INFO_LABELS, "invoice_pdf_url") if pdf_label else INFO_LABELS)
-        self.families: tuple[Family, ...] = (DUE, PAID, REMAINING, ATTEMPTS, CREATED, self.info, ACC_INVOICES,
-                                             ACC_UNPAID, ACC_DUE, ACC_REMAINING, ACC_FAILED, ACC_OLDEST)
+                            (*INFO_LABELS, "invoice_pdf_url") if self.pdf else INFO_LABELS)
+        self.families = (DUE, PAID, REMAINING, ATTEMPTS, CREATED, self.info, ACC_INVOICES, ACC_UNPAID, ACC_DUE,
+                         ACC_REMAINING, ACC_FAILED, ACC_OLDEST)
 
-    def requests_per_poll(self) -> int:
-        return 1  # one page; a history longer than cloudflare.per_page takes one request per page
-
-    async def fetch(self, api: AccountApi) -> Fetched:
+    async def fetch(self, api: AccountApi, previous: InvoiceData | None) -> Fetched:
         parse = parse_invoice if self.pdf else partial(parse_invoice, pdf=False)
-        parsed, pages = await api.get_pages("invoice-history", {"type": api.account.type}, "invoices", parse)
+        parsed, pages = await api.get_pages(PATH, {"type": api.account.type}, "invoices", parse)
         # The same id on two pages (an invoice arriving between page fetches shifts offset pages): kept once,
         # the later copy, and counted with the malformed ones in api_invalid_invoices_total.
         by_id = {inv.id: inv for inv in parsed if inv is not None}
@@ -201,15 +338,12 @@ class InvoiceHistory:
             summary["duplicate_invoices"] = duplicates
         return Fetched(data, skipped=malformed + duplicates, summary=summary)
 
-    def render(self, acc: tuple[str, str], data: Any, settings: Any, out: Sink) -> None:
-        assert isinstance(data, InvoiceData) and isinstance(settings, MetricsConfig)
-        divisor = settings.amount_divisor
-        series = settings.invoice_series
-        pdf = self.pdf
-        if series != "none":
+    def render(self, acc: Acc, data: InvoiceData, out: Sink) -> None:
+        divisor = self.settings.amount_divisor
+        if self.series != "none":
             for inv in data.invoices:
-                if series == "all" or inv.unpaid:
-                    self._invoice(out, acc, inv, divisor, pdf)
+                if self.series == "all" or inv.unpaid:
+                    self._invoice(out, acc, inv, divisor)
         t = data.totals
         for status, count in t.by_status.items():
             out.add(ACC_INVOICES, (*acc, status), count)
@@ -222,7 +356,7 @@ class InvoiceHistory:
         if t.oldest_unpaid is not None:
             out.add(ACC_OLDEST, acc, t.oldest_unpaid)
 
-    def _invoice(self, out: Sink, acc: tuple[str, str], inv: Invoice, divisor: float, pdf: bool) -> None:
+    def _invoice(self, out: Sink, acc: Acc, inv: Invoice, divisor: float) -> None:
         labels = (*acc, inv.id)
         out.add(DUE, (*labels, inv.currency), money(inv.amount_due, divisor))
         out.add(PAID, (*labels, inv.currency), money(inv.amount_paid, divisor))
@@ -233,4 +367,26 @@ class InvoiceHistory:
             out.add(CREATED, labels, inv.created)
         info = (*labels, inv.status if inv.status is not None else "unknown", inv.origin or "",
                 inv.created_by or "", inv.currency)
-        out.add(self.info, (*info, inv.invoice_pdf or "") if pdf else info, 1.0)
+        out.add(self.info, (*info, inv.invoice_pdf or "") if self.pdf else info, 1.0)
+
+    def status(self, data: InvoiceData, now: float) -> tuple[StatusCell, ...]:
+        t = data.totals
+        divisor = self.settings.amount_divisor
+        owed = [StatusLine(f"{v / divisor:,.2f} {c.upper()}", "amount") for c, v in t.remaining.items() if v > 0]
+        if not owed:
+            unpaid = StatusCell((StatusLine("nothing unpaid", "amount"),))
+        else:
+            notes = [StatusLine(f"{t.unpaid} unpaid invoice{'' if t.unpaid == 1 else 's'}", "note")]
+            if t.oldest_unpaid is not None:
+                notes.append(StatusLine(f"oldest {duration(now - t.oldest_unpaid)} (since {date(t.oldest_unpaid)})",
+                                        "note"))
+            unpaid = StatusCell((*owed, *notes))
+        failed = t.failed_attempts
+        if failed > 0:
+            attempts = StatusCell((StatusLine(f"{failed:.0f} failed", "warn"),), attention=True)
+        else:
+            attempts = StatusCell((StatusLine("0"),))
+        return unpaid, attempts
+
+
+COLLECTOR = InvoiceHistoryCollector
