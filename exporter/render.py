@@ -69,8 +69,9 @@ RELOAD_TIME = Family(f"{NS}_exporter_config_last_reload_success_timestamp_second
                      "When the config was last loaded successfully, Unix time.", ())
 SHARD_INFO = Family(f"{NS}_exporter_shard_info", "Which shard of how many this exporter is; always 1.",
                     ("shard", "total_shards"))
-API_PAUSES = Family(f"{NS}_api_pauses", "Pauses of every API request the API asked for (Retry-After, or "
-                    "Ratelimit with r=0), by header; each is at most 5 minutes.", ("header",), "counter")
+API_PAUSES = Family(f"{NS}_api_pauses", "Pauses the API asked for, by header: of every request (retry-after, or "
+                    "ratelimit with r=0), or of GraphQL queries (graphql); each is at most 5 minutes.", ("header",),
+                    "counter")
 EXPORTER_FAMILIES = (BUILD_INFO, RELOAD_OK, RELOAD_TIME, SHARD_INFO, API_PAUSES)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from exporter.cloudflare.errors import PollCounts
 from exporter.collectors import REGISTRY
 from exporter.collectors.base import Collector
-from exporter.config.model import Config
+from exporter.config.model import Config, Inherited
 
 _EMPTY: Mapping[str, int] = MappingProxyType({})
 
@@ -33,9 +33,10 @@ class Setup:
 
     @classmethod
     def of(cls, config: Config) -> Setup:
-        enabled = config.enabled()
-        return cls(config, MappingProxyType({c.name: c(enabled[c.name], config) for c in REGISTRY
-                                             if c.name in enabled}))
+        """A collector the config leaves out runs at its defaults, as for a file without that section."""
+        inherited = Inherited(config.poll.interval, config.metrics.amount_divisor)
+        settings = {c: config.collectors.get(c.name) or c.settings_type.defaults(inherited) for c in REGISTRY}
+        return cls(config, MappingProxyType({c.name: c(s, config) for c, s in settings.items() if s.enabled}))
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, cast
@@ -66,11 +66,14 @@ from urllib.parse import parse_qsl, urlsplit
 
 from exporter.collectors import REGISTRY
 from exporter.collectors.base import Route, SampleRequest
+from exporter.collectors.gateway_analytics import SAMPLE_TRAFFIC, Flow
 from exporter.collectors.invoice_history import InvoiceSample, invoice, sample_invoices
 from exporter.demo import ROUTES, route_for
 from exporter.samples import DEMO_ACCOUNTS, DEMO_REVOKED_TOKEN, DEMO_TOKEN
+from tests.fakegraphql import AiGatewayRequest, AnalyticsFake
 
 __all__ = [
+    "ACCOUNT_PATHS",
     "ANY_ENDPOINT",
     "BASE_PATH",
     "DEMO_ACCOUNTS",
@@ -87,7 +90,9 @@ __all__ = [
 ]
 
 BASE_PATH = "/client/v4"
-ENDPOINT_NAMES = tuple(route.endpoint for _, route in ROUTES.values())  # invoice_history, ..., topup_config
+ENDPOINT_NAMES = tuple(route.endpoint for _, route in ROUTES.values())  # invoice_history, ..., gateway_analytics
+# The REST endpoints under /accounts/{id}/ai-gateway/, by name: their path there.
+ACCOUNT_PATHS = {route.endpoint: route.path for _, route in ROUTES.values() if not route.path.startswith("/")}
 ANY_ENDPOINT = "*"
 SAMPLE_TYPES = {c.name: type(c.sample("", 0.0, 0.0)) for c in REGISTRY}
 
@@ -106,6 +111,8 @@ _WRONG_SHAPES: dict[str, Any] = {
     "usage_history": {"history": "temporarily unavailable"},
     "invoice_preview": ["not", "an", "invoice"],
     "topup_config": "temporarily unavailable",
+    "gateways": {"gateways": "temporarily unavailable"},
+    "gateway_analytics": None,  # an envelope without GraphQL's data
 }
 
 
@@ -570,6 +577,8 @@ class FakeCloudflareAPI:
         self._requested_port = port
         self._faults: dict[tuple[str | None, str], deque[Fault]] = {}
         self._revoked: set[str] = set()
+        # POST /graphql: executed against the schema (tests/cloudflare_analytics.graphql) over these events
+        self.analytics = AnalyticsFake()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._server: _Server | None = None
@@ -632,9 +641,10 @@ class FakeCloudflareAPI:
                     if r.account_id == account_id and (endpoint is None or r.endpoint == endpoint)]
 
     def writes(self) -> list[RecordedRequest]:
-        """Every recorded request whose method was not GET (all answered 405): the exporter must make none."""
+        """Every recorded request that could change something (all answered 405): a method other than GET,
+        besides a GraphQL query's POST. The exporter must make none."""
         with self._lock:
-            return [r for r in self.requests if r.method != "GET"]
+            return [r for r in self.requests if r.method != "GET" and r.endpoint != "gateway_analytics"]
 
     # ---- lifecycle -------------------------------------------------------------------------------------
 
@@ -703,6 +713,8 @@ class FakeCloudflareAPI:
             account_id=match[1] if match else None,
             endpoint=routed[1].endpoint if routed else None,
         )
+        if routed is not None and routed[1].path.startswith("/"):  # GraphQL: the account is in the variables
+            record.account_id = _graphql_account(body)
         with self._lock:
             self.requests.append(record)
         reply = self._route(method, record, rest, routed[1] if routed else None, body, headers, client)
@@ -726,6 +738,8 @@ class FakeCloudflareAPI:
             return self._accounts_list(record.query, headers, client)
         if route is None:
             return _error_reply(404, 7000, "No route for that URI")
+        if route.path.startswith("/"):
+            return self._graphql(record, body, headers, client)
         account_id = record.account_id or ""
         if not _ACCOUNT_ID_RE.fullmatch(account_id):
             message = f"Could not route to {record.path}, perhaps your object identifier is invalid?"
@@ -769,6 +783,24 @@ class FakeCloudflareAPI:
             samples = {a.id: a.samples[owner] for a in self.accounts.values()}
             request = SampleRequest(account_id, query, body, time.time(), time.time(), samples.get)
             status, answer = route.answer(samples[account_id], request)
+        return _json_reply(status, answer)
+
+    def _graphql(self, record: RecordedRequest, body: bytes, headers: dict[str, str], client: str) -> _Reply | None:
+        """POST /graphql: the account's latency and faults as for REST, then the schema-backed answer with the
+        accounts this credential may read."""
+        account = self.accounts.get(record.account_id or "")
+        if account is not None and account.latency > 0 and not self._sleep(account.latency):
+            return None
+        fault = self._pop_fault(record.account_id or "", "gateway_analytics")
+        if fault is not None and fault.kind != "delay":
+            return self._fault_reply(fault, "gateway_analytics")
+        if fault is not None and not self._sleep(fault.seconds):
+            return None
+        principal = self._admit(headers, client)
+        if isinstance(principal, _Reply):
+            return principal
+        allowed = {a.id for a in self.accounts.values() if self._deny_account(principal, a) is None}
+        status, answer = self.analytics.answer(body, allowed)
         return _json_reply(status, answer)
 
     def _invoice_history(self, account: FakeAccount, route: Route, query: dict[str, str]) -> _Reply:
@@ -914,6 +946,8 @@ def demo_api(*, host: str = "127.0.0.1", port: int = 0, now: float | None = None
         token = DEMO_REVOKED_TOKEN if name == "legacy" else None
         api.add_account(account_id, name, invoices[account_id], token=token,
                         samples=live(started), live=live if now is None else None)
+        traffic = SAMPLE_TRAFFIC.get(name, ())
+        api.analytics.add(account_id, *sample_events(traffic, started - 25 * 3600, started + 24 * 3600))
     api.revoke_token(DEMO_REVOKED_TOKEN)
     return api
 
@@ -921,6 +955,38 @@ def demo_api(*, host: str = "127.0.0.1", port: int = 0, now: float | None = None
 # --------------------------------------------------------------------------------------------------------
 # Standalone use
 # --------------------------------------------------------------------------------------------------------
+
+
+def sample_events(flows: Iterable[Flow], start: float, end: float) -> list[AiGatewayRequest]:
+    """The sample flows as analytics events, one per flow and kind (cached or not, errored or not) and minute
+    in [start, end): each minute's counts are whole requests, their sum over any run of minutes within one of the
+    flow's rate."""
+    events = []
+    first = int(start // 60)
+    for flow in flows:
+        served = 1 - flow.errored
+        kinds = [(flow.cached * served, True, False), ((1 - flow.cached) * served, False, False),
+                 (flow.errored, False, True)]
+        for share, cached, error in kinds:
+            rate = flow.per_minute * share
+            for m in range(first, int(end // 60)):
+                count = math.floor((m + 1) * rate) - math.floor(m * rate)
+                if count:
+                    events.append(AiGatewayRequest(
+                        at=m * 60.0, gateway=flow.gateway, provider=flow.provider, model=flow.model, cached=cached,
+                        error=error, rate_limited=flow.rate_limited, wholesale=flow.wholesale,
+                        status_code=429 if flow.rate_limited else 200, tokens_in=flow.tokens_in,
+                        tokens_out=flow.tokens_out, cost=flow.cost, metadata=flow.metadata, count=count))
+    return events
+
+
+def _graphql_account(body: bytes) -> str | None:
+    """The ``accountTag`` variable of a GraphQL request body, if any."""
+    try:
+        tag = json.loads(body).get("variables", {}).get("accountTag")
+    except (ValueError, AttributeError):
+        return None
+    return tag if isinstance(tag, str) else None
 
 
 def _parse_listen(address: str) -> tuple[str, int]:

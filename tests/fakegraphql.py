@@ -89,6 +89,7 @@ class AiGatewayRequest:
     cost: float = 0.0  # US dollars
     metadata: Mapping[str, str] = field(default_factory=dict, hash=False)
     ingested_at: float | None = None  # when the API starts to show it (None: at ``at``): the ingestion delay
+    count: int = 1  # that many identical requests (steady sample traffic in few events)
 
     @property
     def visible_from(self) -> float:
@@ -218,13 +219,13 @@ def _sums(events: Sequence[AiGatewayRequest]) -> dict[str, Any]:
     cached = [e for e in events if e.cached]
     uncached = [e for e in events if not e.cached]
     return {
-        "cost": math.fsum(e.cost for e in events),
-        "cachedRequests": len(cached),
-        "erroredRequests": sum(1 for e in events if e.error),
-        "cachedTokensIn": sum(e.tokens_in for e in cached),
-        "cachedTokensOut": sum(e.tokens_out for e in cached),
-        "uncachedTokensIn": sum(e.tokens_in for e in uncached),
-        "uncachedTokensOut": sum(e.tokens_out for e in uncached),
+        "cost": math.fsum(e.cost * e.count for e in events),
+        "cachedRequests": sum(e.count for e in cached),
+        "erroredRequests": sum(e.count for e in events if e.error),
+        "cachedTokensIn": sum(e.tokens_in * e.count for e in cached),
+        "cachedTokensOut": sum(e.tokens_out * e.count for e in cached),
+        "uncachedTokensIn": sum(e.tokens_in * e.count for e in uncached),
+        "uncachedTokensOut": sum(e.tokens_out * e.count for e in uncached),
     }
 
 
@@ -301,7 +302,8 @@ def _request_groups(account_id: str, info: _Info, limit: int, filter: Mapping[st
     for event in cast(_Context, info.context).events.get(account_id, ()):
         if _matches(event, filter or {}):
             groups.setdefault(tuple(_DIMENSIONS[n](event) for n in names), []).append(event)
-    rows = [{"count": len(events), "sum": _sums(events), "dimensions": dict(zip(names, key, strict=True))}
+    rows = [{"count": sum(e.count for e in events), "sum": _sums(events),
+             "dimensions": dict(zip(names, key, strict=True))}
             for key, events in groups.items()]  # without orderBy: in order of each group's oldest event
     for order in reversed(orderBy or ()):  # stable sorts, last key first, give a lexicographic order
         key, _, direction = order.rpartition("_")

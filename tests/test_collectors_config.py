@@ -16,6 +16,7 @@ from exporter.collectors.invoice_history import InvoiceHistorySettings
 from exporter.collectors.invoice_preview import InvoicePreviewSettings
 from exporter.config.load import default_collectors, load_config, parse_config
 from exporter.config.model import ConfigError, MoneySettings
+from exporter.snapshot import Setup
 from tests.support import COLLECTORS, REPO
 
 ACC = "023e105f4ecef8ad9ca31a8372d0c353"
@@ -34,10 +35,11 @@ def problems(raw: object) -> list[str]:
 def test_defaults_every_collector_on_with_its_own_interval() -> None:
     loaded = parse_config(config(), "c", {})
     assert loaded.collectors == default_collectors()
-    assert list(loaded.collectors) == list(COLLECTORS) == list(loaded.enabled())
+    assert list(loaded.collectors) == list(COLLECTORS) == list(Setup.of(loaded).collectors)
     assert {name: (s.enabled, s.interval) for name, s in loaded.collectors.items()} == {
         "invoice_history": (True, 300), "credit_balance": (True, 60), "spending_limit": (True, 300),
-        "usage_history": (True, 300), "invoice_preview": (True, 900)}
+        "usage_history": (True, 300), "invoice_preview": (True, 900), "gateways": (True, 300),
+        "gateway_analytics": (True, 60)}
     assert all(getattr(s, "amount_divisor", 100) == 100 for s in loaded.collectors.values())
     assert loaded.collectors["credit_balance"] == CreditBalanceSettings(payment_method_labels=False)
 
@@ -65,7 +67,7 @@ def test_each_collector_is_set_on_its_own() -> None:
     assert collectors["spending_limit"] == MoneySettings(enabled=False)
     assert collectors["usage_history"] == MoneySettings(amount_divisor=1000)
     assert collectors["invoice_preview"] == InvoicePreviewSettings()
-    assert "spending_limit" not in loaded.enabled()
+    assert "spending_limit" not in Setup.of(loaded).collectors
 
 
 def test_every_problem_is_reported_with_its_key_path() -> None:
@@ -85,6 +87,17 @@ def test_every_problem_is_reported_with_its_key_path() -> None:
         "collectors.usage_history.amount_divisor: must be greater than 0, got 0",
         "collectors.invoice_preview.interval: must be at least 1s, got '500ms'",
     ]
+
+
+def test_analytics_delay_may_be_zero_and_at_most_an_hour() -> None:
+    def analytics(**keys: Any) -> Any:
+        return parse_config(config(collectors={"gateway_analytics": keys}), "c", {}).collectors["gateway_analytics"]
+
+    assert (analytics().delay, analytics().max_series) == (300, 1000)
+    assert analytics(delay="0s").delay == 0 and analytics(delay="1h").delay == 3600
+    assert problems(config(collectors={"gateway_analytics": {"delay": "61m", "max_series": 0}})) == [
+        "collectors.gateway_analytics.delay: must be at most 1h, got '61m'",
+        "collectors.gateway_analytics.max_series: must be at least 1, got 0"]
 
 
 def test_collectors_must_be_a_mapping() -> None:

@@ -19,6 +19,7 @@ import pytest
 from exporter.collectors.credit_balance import CreditBalanceSample
 from exporter.demo import DEMO_BASE_URL, demo_transport
 from tests.fakeapi import (
+    ACCOUNT_PATHS,
     ANY_ENDPOINT,
     DEMO_ACCOUNTS,
     DEMO_REVOKED_TOKEN,
@@ -529,18 +530,9 @@ def test_standalone_main() -> None:
 
 HOUR_MS = 3_600_000
 DAY0 = 1_749_945_600  # 2025-06-15 00:00:00 UTC
-SUFFIXES = {
-    "invoice_history": "invoice-history",
-    "credit_balance": "credit-balance",
-    "spending_limit": "spending-limit",
-    "usage_history": "usage-history",
-    "invoice_preview": "invoice-preview",
-    "topup_config": "topup/config",
-}
-
-
 def billing_path(account_id: str, endpoint: str) -> str:
-    return f"/accounts/{account_id}/ai-gateway/billing/{SUFFIXES[endpoint]}"
+    """The path of one of the account's REST endpoints."""
+    return f"/accounts/{account_id}/ai-gateway/{ACCOUNT_PATHS[endpoint]}"
 
 
 def result(response: httpx.Response) -> Any:
@@ -679,7 +671,7 @@ def test_wrong_shape_and_invalid_json_per_endpoint(
 def test_every_endpoint_authenticates_and_authorises(api: FakeCloudflareAPI, client: httpx.Client) -> None:
     api.add_account(OTHER, "other", [], token="other-token")
     api.revoke_token("other-token")
-    for endpoint in ENDPOINT_NAMES:
+    for endpoint in ACCOUNT_PATHS:
         params = {"value_grouping_window": "hour"}
         revoked = client.get(billing_path(OTHER, endpoint), params=params, headers=bearer("other-token"))
         assert revoked.status_code == 403 and error_code(revoked) == 1000, endpoint
@@ -707,10 +699,14 @@ def test_write_methods_are_refused_and_recorded(api: FakeCloudflareAPI, client: 
 
 
 def test_requests_are_recorded_with_their_endpoint(api: FakeCloudflareAPI, client: httpx.Client) -> None:
-    for endpoint in ENDPOINT_NAMES:
+    for endpoint in ACCOUNT_PATHS:
         client.get(billing_path(ACCT, endpoint), params={"value_grouping_window": "day"})
     client.get("/accounts")
-    assert [r.endpoint for r in api.requests] == [*ENDPOINT_NAMES, None]
+    client.post("/graphql", json={"query": "{ viewer { accounts(filter: {accountTag: \"x\"}) { x } } }",
+                                  "variables": {"accountTag": ACCT}})
+    assert [r.endpoint for r in api.requests] == [*ACCOUNT_PATHS, None, "gateway_analytics"]
+    assert set(ENDPOINT_NAMES) == {*ACCOUNT_PATHS, "gateway_analytics"}
+    assert api.requests_for(ACCT, "gateway_analytics")[0].status == 200  # refused by the schema, with HTTP 200
     assert [r.query for r in api.requests_for(ACCT, "usage_history")] == [{"value_grouping_window": "day"}]
     assert api.writes() == []
 
@@ -741,7 +737,7 @@ def test_the_fake_demo_and_the_in_process_demo_agree(demo: FakeCloudflareAPI) ->
     asks = []
     for name, account_id in DEMO_ACCOUNTS.items():
         headers = bearer(DEMO_REVOKED_TOKEN if name == "legacy" else DEMO_TOKEN)
-        for endpoint in ENDPOINT_NAMES:
+        for endpoint in ACCOUNT_PATHS:
             asks.append((billing_path(account_id, endpoint), {"value_grouping_window": "hour", "per_page": "20"},
                          headers))
     with httpx.Client(base_url=demo.base_url, timeout=5) as c:

@@ -18,6 +18,8 @@ NAMES = (
     "spending_limit",
     "usage_history",
     "invoice_preview",
+    "gateways",
+    "gateway_analytics",
 )
 
 

@@ -99,8 +99,8 @@ class Collector(Generic[SettingsT, DataT]):
     def __init__(self, settings: SettingsT, config: Config) -> None:
         self.settings = settings
 
-    def requests_per_poll(self) -> int:
-        """REST requests one poll of one account makes, for the budget check."""
+    def requests_per_poll(self) -> float:
+        """REST requests one poll of one account makes (on average), for the budget check."""
         return 1
 
     async def fetch(self, api: AccountApi, previous: DataT | None) -> Fetched:

@@ -147,7 +147,8 @@ class Config:
     discovery: DiscoveryConfig = DiscoveryConfig()
     metrics: MetricsConfig = MetricsConfig()
     sharding: ShardingConfig = ShardingConfig()
-    # Every registered collector's settings, in registry order (``load.collector_settings`` fills it).
+    # Collector settings by name, in registry order (the loader fills in every collector); one left out runs
+    # at its defaults.
     collectors: Mapping[str, CollectorSettings] = field(default_factory=dict)
     # Accepted but worth telling the operator (e.g. an upper-case account id that was normalised): the CLI
     # logs each at warn level when the config is loaded or reloaded, and --config.check prints them.
@@ -160,6 +161,3 @@ class Config:
             if creds:
                 found.update(creds.secrets())
         return tuple(sorted(found, key=len, reverse=True))
-
-    def enabled(self) -> dict[str, CollectorSettings]:
-        return {name: s for name, s in self.collectors.items() if s.enabled}
