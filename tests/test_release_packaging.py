@@ -6,6 +6,9 @@ import hashlib
 import re
 import tomllib
 
+import yaml
+
+import exporter
 from tests.support import REPO
 
 # SHA-256 of the Apache License 2.0 text as the ASF publishes it (LICENSE-2.0.txt, appendix included), byte for
@@ -57,3 +60,38 @@ def test_test_extras_carry_the_release_tools() -> None:
     assert isinstance(project, dict)
     names = {re.split(r"[<>=!~\[; ]", req, maxsplit=1)[0].lower() for req in project["optional-dependencies"]["test"]}
     assert {"build", "twine", "check-wheel-contents", "check-jsonschema"} <= names
+
+
+def test_one_repository_url_everywhere() -> None:
+    """The image's source label, PyPI's Source link and the changelog's links name the repository the alert rules'
+    runbook links point at."""
+    rules = yaml.safe_load((REPO / "prometheus" / "alerts.yml").read_text(encoding="utf-8"))
+    base_urls = [
+        rule["labels"]["base_url"]
+        for group in rules["groups"]
+        for rule in group["rules"]
+        if "base_url" in rule.get("labels", {})
+    ]
+    assert len(base_urls) == 1
+    repo_url = base_urls[0].split("/blob/", 1)[0]
+    assert repo_url.startswith("https://github.com/")
+
+    dockerfile = (REPO / "Dockerfile").read_text(encoding="utf-8")
+    assert f'org.opencontainers.image.source="{repo_url}"' in dockerfile
+    project = pyproject()["project"]
+    assert isinstance(project, dict)
+    assert project["urls"]["Source"] == repo_url
+    assert project["urls"]["Changelog"] == f"{repo_url}/blob/main/CHANGELOG.md"
+    links = re.findall(r"^\[[^\]]+\]: (\S+)$", (REPO / "CHANGELOG.md").read_text(encoding="utf-8"), re.MULTILINE)
+    assert links
+    assert all(link.startswith(f"{repo_url}/") for link in links), links
+
+
+def test_dockerfile_takes_the_version_from_the_build_not_a_literal() -> None:
+    """The image's version label is the VERSION build argument, which the build checks against
+    exporter.__version__ (tests/test_container.py builds it with a wrong one)."""
+    dockerfile = (REPO / "Dockerfile").read_text(encoding="utf-8")
+    assert 'org.opencontainers.image.version="${VERSION}"' in dockerfile
+    assert 'org.opencontainers.image.revision="${REVISION}"' in dockerfile
+    assert 'org.opencontainers.image.created="${CREATED}"' in dockerfile
+    assert exporter.__version__ not in dockerfile, "a version written here goes stale at the next release"
