@@ -27,10 +27,13 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import yaml
+
+import exporter
 
 pytestmark = pytest.mark.timeout(1800)
 
@@ -39,6 +42,7 @@ BASE_IMAGE = "localhost/python-base"
 IMAGE_REPO = "localhost/cloudflare-ai-gateway-exporter"
 CONFIG_PATH = "/etc/cloudflare-ai-gateway-exporter/config.yaml"
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+SOURCE_URL = "https://github.com/cloudflare-ai-gateway-exporter/cloudflare-ai-gateway-exporter"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 BASE_IMAGE_TIMEOUT = 900.0  # debootstrap on a fresh machine: about a minute, slow mirrors more
@@ -163,10 +167,7 @@ def base_image(podman: Podman) -> str:
     return BASE_IMAGE
 
 
-@pytest.fixture(scope="module")
-def image(podman: Podman, base_image: str) -> Iterator[str]:
-    """The exporter image, built from this checkout on the local base image."""
-    tag = f"{IMAGE_REPO}:test-{uuid.uuid4().hex[:12]}"
+def _build_command(base_image: str, tag: str, build_args: dict[str, str]) -> list[str]:
     args = [
         "build",
         "--pull=never",
@@ -175,6 +176,7 @@ def image(podman: Podman, base_image: str) -> Iterator[str]:
         "--layers=false",  # no intermediate images left behind
         "--force-rm",
         f"--build-arg=PYTHON_IMAGE={base_image}",
+        *(f"--build-arg={name}={value}" for name, value in build_args.items()),
         f"--tag={tag}",
         "--file",
         str(ROOT / "Dockerfile"),
@@ -186,7 +188,28 @@ def image(podman: Podman, base_image: str) -> Iterator[str]:
         if os.environ.get(name, "").startswith("http"):
             args.append(f"--build-arg={name}={os.environ[name]}")
     args.append(str(ROOT))
-    podman.run(*args, timeout=BUILD_TIMEOUT)
+    return args
+
+
+@pytest.fixture(scope="module")
+def release_args() -> dict[str, str]:
+    """The build arguments a release passes (.github/workflows/release.yml), made as a release makes them."""
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=30, check=False
+    )
+    assert head.returncode == 0, f"git rev-parse HEAD: {head.stderr}"
+    return {
+        "VERSION": exporter.__version__,
+        "REVISION": head.stdout.strip(),
+        "CREATED": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+@pytest.fixture(scope="module")
+def image(podman: Podman, base_image: str, release_args: dict[str, str]) -> Iterator[str]:
+    """The exporter image, built from this checkout on the local base image, as a release builds it."""
+    tag = f"{IMAGE_REPO}:test-{uuid.uuid4().hex[:12]}"
+    podman.run(*_build_command(base_image, tag, release_args), timeout=BUILD_TIMEOUT)
     try:
         yield tag
     finally:
@@ -271,7 +294,56 @@ def test_image_metadata(podman: Podman, image: str) -> None:
     assert config["Entrypoint"] == ["/opt/venv/bin/cloudflare-ai-gateway-exporter"]
     assert config["Cmd"] == [f"--config.file={CONFIG_PATH}"]
     version = podman.run("run", "--rm", "--network=host", image, "--version", timeout=120)
-    assert version.stdout.strip() or version.stderr.strip()
+    assert f"cloudflare-ai-gateway-exporter {exporter.__version__} " in version.stdout, version.stdout
+
+
+@pytest.mark.container
+def test_image_oci_labels(podman: Podman, image: str, release_args: dict[str, str]) -> None:
+    """Every OCI label a registry shows, from the build arguments and exporter.__version__."""
+    inspected = json.loads(podman.run("image", "inspect", image, timeout=60).stdout)[0]
+    labels = inspected["Config"].get("Labels") or {}
+    prefix = "org.opencontainers.image."
+    oci = {k.removeprefix(prefix): v for k, v in labels.items() if k.startswith(prefix)}
+    assert oci == {
+        "title": "cloudflare-ai-gateway-exporter",
+        "description": "Prometheus exporter for Cloudflare AI Gateway billing (invoice history)",
+        "source": SOURCE_URL,
+        "licenses": "Apache-2.0",
+        "version": exporter.__version__,
+        "revision": release_args["REVISION"],
+        "created": release_args["CREATED"],
+    }
+    assert re.fullmatch(r"[0-9a-f]{40}", oci["revision"]), oci["revision"]
+    created = datetime.fromisoformat(oci["created"])
+    assert created.utcoffset() == timedelta(0), "created is not in UTC"
+    assert abs(datetime.now(UTC) - created) < timedelta(hours=2)
+
+
+@pytest.mark.container
+def test_image_ships_the_license(podman: Podman, image: str) -> None:
+    """The licence the labels name, at /licenses and in the installed package's metadata."""
+    text = (ROOT / "LICENSE").read_text(encoding="utf-8")
+    shipped = podman.run("run", "--rm", "--network=host", "--entrypoint=cat", image, "/licenses/LICENSE", timeout=120)
+    assert shipped.stdout == text
+    metadata = podman.run(
+        "run", "--rm", "--network=host", "--entrypoint=/opt/venv/bin/python", image, "-c",
+        "import importlib.metadata as m, sys; d = m.distribution('cloudflare-ai-gateway-exporter'); "
+        "sys.stdout.write(d.metadata['License-Expression'] + '\\n' + d.read_text('licenses/LICENSE'))",
+        timeout=120,
+    )
+    assert metadata.stdout == "Apache-2.0\n" + text
+
+
+@pytest.mark.container
+def test_build_refuses_a_version_that_is_not_the_code(podman: Podman, base_image: str) -> None:
+    """The version label cannot name a version the code is not: the build stops before pip runs."""
+    tag = f"{IMAGE_REPO}:test-{uuid.uuid4().hex[:12]}"
+    wrong = f"{exporter.__version__}.post999"
+    proc = podman.run(*_build_command(base_image, tag, {"VERSION": wrong}), timeout=BUILD_TIMEOUT, check=False)
+    if proc.returncode == 0:
+        podman.run("rmi", "--force", tag, timeout=120, check=False)
+    assert proc.returncode != 0, "an image was built with a VERSION that is not exporter.__version__"
+    assert f"VERSION={wrong} but exporter.__version__ is {exporter.__version__}" in proc.stdout + proc.stderr
 
 
 @pytest.mark.container
