@@ -10,7 +10,7 @@ from typing import Any
 
 MB = 1_000_000  # the goals are in MB (10^6 bytes); /proc counts KiB
 CHURN_GROWTH_GOAL_MB = 5.0  # polls and scrapes over a phase: bounded, not a growth a long run would compound
-RSS_GOAL_MB = 78.0  # issue 9: not above the 78 MB of the run before the per-account render
+RSS_GOAL_MB = 78.0  # not above the 78 MB of the run before the per-account render
 P50_GOAL_RATIO = 3.0
 FIRST_SCRAPE_GOAL_RATIO = 5.0
 DEFAULT_RPS = 3.0  # cloudflare.requests_per_second's default: the churn goal's budget
@@ -18,7 +18,7 @@ IDLE_NOISE = 1.1  # "no worse than before": the previous run's ratio, plus 10 % 
 UPSTREAM_GOAL_RATIO = 1.1
 CYCLE_GOAL_RATIO = 1.1
 BASELINE = Path(__file__).resolve().parent / "baseline-before-optimization.json"
-PREVIOUS = Path(__file__).resolve().parent / "previous-run.json"  # figures of docs/performance.md before issue 9
+PREVIOUS = Path(__file__).resolve().parent / "previous-run.json"  # docs/performance.md before the per-account render
 CHURN_BEFORE = Path(__file__).resolve().parent / "churn-before-fix.json"  # the churn case on the core as merged
 PIECES = Path(__file__).resolve().parent / "pieces-before-blocks.json"  # the full run before the kept blocks
 SMALL_BLOCKS = Path(__file__).resolve().parent / "small-blocks-run.json"  # the full run on 8 kB blocks

@@ -12,15 +12,15 @@ shard, chosen by a stable hash of its id, as kube-state-metrics does for objects
   account never moves another one; changing ``total_shards`` reshuffles accounts
   (run every shard with the same value and roll them together).
 
-Accounts listed in the config and accounts found by discovery are both filtered with
-:func:`owned_by`. With ``total_shards == 1`` (the default) one process owns everything.
+The poller keeps, of the accounts listed in the config and those found by discovery, the ones whose
+:func:`shard_of` is its shard. With ``total_shards == 1`` (the default) one process owns everything.
 """
 
 from __future__ import annotations
 
 import hashlib
 
-__all__ = ["owned_by", "shard_of", "validate_sharding"]
+__all__ = ["shard_of", "validate_sharding"]
 
 
 def _check_total(total_shards: int) -> None:
@@ -51,8 +51,3 @@ def shard_of(account_id: str, total_shards: int) -> int:
     digest = hashlib.sha256(account_id.strip().lower().encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") % total_shards
 
-
-def owned_by(account_id: str, shard: int, total_shards: int) -> bool:
-    """Whether shard ``shard`` of ``total_shards`` polls ``account_id``."""
-    validate_sharding(shard, total_shards)
-    return shard_of(account_id, total_shards) == shard

@@ -2,7 +2,7 @@
 
 One row per account, the ones that need attention first: the health of every endpoint (ok / failed / not
 polled yet / not enrolled, as a symbol and a word so that colour is never the only cue), the columns each
-collector adds (what is unpaid, failed payments, the credit balance, gateways ...), the last and next poll and
+collector adds (what is unpaid, failed payments, the credit balance ...), the last and next poll and
 the current error (secrets masked). Plain HTML and CSS, no JavaScript; below 900 px wide the table turns into
 one card per account. Every value that comes from the config or the API is escaped.
 

@@ -98,8 +98,8 @@ def exported_metric_names() -> set[str]:
     return _demo_names
 
 
-# Metric names the rules and the dashboard may use before the exporter serves them. Empty: the exporter serves
-# every billing collector (issue 10), so every name the rules and panels use must be served.
+# Metric names the rules and the dashboard may use before the exporter serves them. Empty: every name the rules
+# and panels use must be served.
 PENDING_METRICS: frozenset[str] = frozenset()
 
 

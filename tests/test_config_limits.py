@@ -328,7 +328,7 @@ def test_plausible_tokens_are_accepted(token: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------------------
-# Each real problem once, all at once (issue 12)
+# Each real problem once, all at once
 # --------------------------------------------------------------------------------------------------------
 
 

@@ -17,7 +17,7 @@ from exporter.cloudflare.account import AccountApi
 from exporter.cloudflare.client import CloudflareClient
 from exporter.cloudflare.errors import ApiError, PollCounts
 from exporter.collectors import base
-from exporter.collectors._analytics_query import LIMIT, MAX_ALIASES, plan, sample_rows
+from exporter.collectors._analytics_query import LIMIT, MAX_ALIASES, Scope, plan, sample_rows
 from exporter.collectors.base import Family
 from exporter.collectors.gateway_analytics import (
     SAMPLE_TRAFFIC,
@@ -25,7 +25,7 @@ from exporter.collectors.gateway_analytics import (
     GatewayAnalyticsCollector,
     GatewayAnalyticsSettings,
 )
-from exporter.collectors.gateways import Gateway, GatewaysCollector, GatewaysSettings, parse_gateway
+from exporter.collectors.gateways import GatewaysCollector, GatewaysSettings, parse_gateway
 from exporter.config.model import AccountConfig, CloudflareConfig, Config, Credentials
 from exporter.ratelimit import RateLimiter
 from tests.fakeapi import sample_events
@@ -315,9 +315,7 @@ def test_rules_past_the_alias_limit_have_no_usage_and_say_why() -> None:
 
 
 def test_windows_share_one_alias_per_start() -> None:
-    gateways = [parse_gateway(gateway(f"gw{n}", rule("day", 10, 86400, "fixed"))) for n in range(5)]
-    asked = plan(None, [g for g in gateways if isinstance(g, Gateway)],
-                 {(f"gw{n}", "day"): at("00:00") for n in range(5)})
+    asked = plan(None, [Scope(f"gw{n}", "day", at("00:00")) for n in range(5)])
     assert list(asked.variables) == ["w0"] and asked.variables["w0"]["gateway_in"] == [f"gw{n}" for n in range(5)]
     assert "datetime_" not in json.dumps(asked.variables) and f"limit: {LIMIT}" in asked.document
 
@@ -371,10 +369,8 @@ def test_a_token_without_analytics_access_to_the_account_says_so() -> None:
 
 def test_the_demo_answer_matches_the_schema_fake_for_the_sample_traffic() -> None:
     flows = SAMPLE_TRAFFIC["bulk"] + SAMPLE_TRAFFIC["production"]
-    gateways = [g for g in (parse_gateway(raw) for raw in [gateway("ingest", rule("hourly", 40, 3600),
-                rule("team", 100, 86400, metadata={"team": {"mode": "partition"}})), gateway("chat")]) if g]
-    asked = plan((at("10:00"), at("10:25")), gateways, {("ingest", "hourly"): NOW - 3600,
-                                                         ("ingest", "team"): NOW - 86400})
+    asked = plan((at("10:00"), at("10:25")), [Scope("ingest", "hourly", NOW - 3600),
+                                               Scope("ingest", "team", NOW - 86400, metadata_keys=("team",))])
     fake = AnalyticsFake(now=lambda: NOW)
     fake.add(ACCOUNT.id, *sample_events(flows, NOW - 2 * 86400, NOW))
     status, body = fake.answer(json.dumps({"query": asked.document,

@@ -22,7 +22,7 @@ POLL = (*ACC, "endpoint")
 GW = (*ACC, "gateway")
 SERIES = (*GW, "provider", "model")
 
-# The contract (/work/shared/design/contract.md, "Metrics" and "The rest of AI Gateway billing"), as served:
+# The public contract's metric names (its tables "Metrics", "The rest of AI Gateway billing" and "Gateways"), as served:
 # name -> (type, labels). Changing a row here is changing the contract: dashboards and alerts depend on it.
 CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     "invoice_amount_due": ("gauge", (*INV, "currency")),

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from exporter.collectors._wire import Malformed, is_finite
-from exporter.collectors.gateways import Gateway
 
 DATASET = "aiGatewayRequestsAdaptiveGroups"
 FILTER = "AccountAiGatewayRequestsAdaptiveGroupsFilter_InputObject"
@@ -52,6 +51,18 @@ class Row:
 
 
 @dataclass(frozen=True)
+class Scope:
+    """What a spend-limit rule counts: since when, on which gateway, which models, providers, metadata keys."""
+
+    gateway: str
+    rule: str
+    since: float  # Unix seconds: the start of its current window
+    models: tuple[str, ...] = ()
+    providers: tuple[str, ...] = ()
+    metadata_keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Plan:
     document: str
     variables: dict[str, Any]
@@ -69,38 +80,36 @@ def _selection(alias: str) -> str:
             f"{{ {count} sum {{ {' '.join(sums)} }} dimensions {{ {' '.join(dims)} }} }}")
 
 
-def plan(counted: tuple[float, float] | None, gateways: Iterable[Gateway],
-         starts: Mapping[tuple[str, str], float]) -> Plan:
+def plan(counted: tuple[float, float] | None, scopes: Iterable[Scope]) -> Plan:
     """The query: ``counted`` minutes [start, end) if any, a window alias per distinct window start (the
-    minute of each rule's ``starts``), a metadata alias per rule scoped by metadata."""
+    minute of each rule's start), a metadata alias per rule scoped by metadata."""
     filters: dict[str, Any] = {}
     if counted is not None:
         filters[COUNTED] = {"datetimeMinute_geq": minute(counted[0]), "datetimeMinute_lt": minute(counted[1])}
     aliases: dict[tuple[str, str], str] = {}
     windows: dict[str, str] = {}  # the start minute -> its alias
-    for gw in gateways:
-        for rule in gw.rules:
-            since = minute(starts[(gw.id, rule.id)])
-            if rule.metadata:
-                alias = f"{METADATA}{len(filters)}"
-                scope = [{"datetimeMinute_geq": since}, {"gateway": gw.id},
-                         *([{"model_in": list(rule.models)}] if rule.models else []),
-                         *([{"provider_in": list(rule.providers)}] if rule.providers else []),
-                         *({"metadataKeys_has": key} for key in rule.metadata)]
-                where: dict[str, Any] = {"AND": scope}
-            elif since in windows:
-                alias = windows[since]
-                gateway_in = filters[alias]["gateway_in"]
-                if gw.id not in gateway_in:
-                    gateway_in.append(gw.id)
-            else:
-                alias = windows[since] = f"{WINDOW}{len(filters)}"
-                where = {"datetimeMinute_geq": since, "gateway_in": [gw.id]}
-            if alias not in filters:
-                if len(filters) - (COUNTED in filters) >= MAX_ALIASES:
-                    continue
-                filters[alias] = where
-            aliases[(gw.id, rule.id)] = alias
+    for scope in scopes:
+        since = minute(scope.since)
+        if scope.metadata_keys:
+            alias = f"{METADATA}{len(filters)}"
+            where: dict[str, Any] = {"AND": [
+                {"datetimeMinute_geq": since}, {"gateway": scope.gateway},
+                *([{"model_in": list(scope.models)}] if scope.models else []),
+                *([{"provider_in": list(scope.providers)}] if scope.providers else []),
+                *({"metadataKeys_has": key} for key in scope.metadata_keys)]}
+        elif since in windows:
+            alias = windows[since]
+            gateway_in = filters[alias]["gateway_in"]
+            if scope.gateway not in gateway_in:
+                gateway_in.append(scope.gateway)
+        else:
+            alias = windows[since] = f"{WINDOW}{len(filters)}"
+            where = {"datetimeMinute_geq": since, "gateway_in": [scope.gateway]}
+        if alias not in filters:
+            if len(filters) - (COUNTED in filters) >= MAX_ALIASES:
+                continue
+            filters[alias] = where
+        aliases[(scope.gateway, scope.rule)] = alias
     parameters = ", ".join(["$accountTag: string!", *(f"${alias}: {FILTER}!" for alias in filters)])
     body = " ".join(_selection(alias) for alias in filters)
     document = (f"query GatewayAnalytics({parameters}) {{ viewer {{ accounts(filter: {{accountTag: $accountTag}}) "
@@ -170,7 +179,7 @@ def read(data: Mapping[str, Any], asked: Plan) -> dict[str, list[Row]]:
 
 
 class SampleFlow(Protocol):
-    """Steady sample traffic (``gateway_analytics.Flow``)."""
+    """Steady sample traffic (the analytics collector's ``Flow``)."""
 
     @property
     def gateway(self) -> str: ...

@@ -100,7 +100,7 @@ def optional_object(obj: dict[str, Any], key: str, where: str) -> dict[str, Any]
 # A label value from the API must be short and take few distinct values: it repeats on every sample of its
 # series, and every new value is a new series in Prometheus (a hostile or broken answer must not flood it).
 OTHER = "other"
-MAX_CURRENCY_CHARS = 16  # an ISO 4217 code has 3; invoice_history refuses a longer one too
+MAX_CURRENCY_CHARS = 16  # an ISO 4217 code has 3; the invoices' reader refuses a longer one too
 
 
 def known_label(value: str, known: Collection[str]) -> str:

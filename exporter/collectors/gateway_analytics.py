@@ -289,8 +289,9 @@ class GatewayAnalyticsCollector(Collector[GatewayAnalyticsSettings, Analytics]):
             (gateways, left_out), read_at = await fetch_gateways(api), now
         end = math.floor((now - self.settings.delay) / 60) * 60
         start = end - LEARN_SERIES if previous is None else max(previous.counted_until, end - MAX_CATCH_UP)
-        starts = {(gw.id, rule.id): window_start(rule, now) for gw in gateways for rule in gw.rules}
-        plan = query.plan((start, end) if start < end else None, gateways, starts)
+        scopes = [query.Scope(gw.id, rule.id, window_start(rule, now), rule.models, rule.providers,
+                              tuple(rule.metadata)) for gw in gateways for rule in gw.rules]
+        plan = query.plan((start, end) if start < end else None, scopes)
         answer = query.read(await api.graphql(plan.document, plan.variables), plan)
         warnings = [w for w in (left_out,) if w]
         rows = answer.get(query.COUNTED, [])

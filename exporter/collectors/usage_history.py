@@ -51,7 +51,7 @@ def utc_month_start(t: float) -> float:
     return datetime.fromtimestamp(t, UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp()
 
 
-# --- the wire format, shared with spending_limit ---
+# --- the wire format, shared with the spending limit's collector ---
 
 
 @dataclass(frozen=True, slots=True)
