@@ -135,6 +135,7 @@ class FakeAccount:
     invoices: list[dict[str, Any]]
     token: str | None = None  # if set, only this bearer token (or the global key pair) may read the account
     ignore_page: bool = False  # always answer page 1, whatever ?page= says
+    ignore_per_page: bool = False  # always the fake's default_per_page invoices a page, whatever ?per_page= says
     endless_has_more: bool = False  # has_more is always true; pages past the end are empty
     latency: float = 0.0  # seconds to sleep before answering any of this account's requests
     # Each collector's sample (its endpoint's server-side state) by collector name; default: not enrolled.
@@ -809,6 +810,8 @@ class FakeCloudflareAPI:
         asked = {"per_page": str(self.default_per_page), **query}
         if account.ignore_page and "page" in asked:
             asked["page"] = "1"
+        if account.ignore_per_page:
+            asked["per_page"] = str(self.default_per_page)
         with self._lock:
             status, body = route.answer(InvoiceSample(account.invoices),
                                         SampleRequest(account.id, asked, b"", time.time(), time.time(), lambda _: None))

@@ -186,9 +186,11 @@ def parse_gateway(raw: Any) -> Gateway | None:
 async def fetch_gateways(api: AccountApi) -> tuple[tuple[Gateway, ...], str | None]:
     """Every gateway of the account (all pages), and what was left out: malformed gateways and rules are
     counted (api_errors_total, reason invalid_response), the rest is kept."""
-    parsed, _ = await api.get_pages(PATH, {}, None, parse_gateway)
-    gateways = tuple(g for g in parsed if g is not None)
-    left_out = len(parsed) - len(gateways) + sum(g.skipped for g in gateways)
+    read = await api.get_pages(PATH, {}, None, parse_gateway)
+    gateways = tuple(g for g in read.items if g is not None)
+    left_out = len(read.items) - len(gateways) + sum(g.skipped for g in gateways)
+    if not read.complete:
+        return gateways, "the gateways list is incomplete: the API ignores the page parameter"
     if not left_out:
         return gateways, None
     return gateways, str(api.fail("invalid_response", f"{left_out} malformed gateways or spend-limit rules were "

@@ -96,6 +96,7 @@ class Totals:
 class InvoiceData:
     invoices: tuple[Invoice, ...]
     totals: Totals
+    complete: bool = True  # False: the API ignored the page parameter and only part of the history was read
 
 
 def totals(invoices: tuple[Invoice, ...]) -> Totals:
@@ -191,6 +192,11 @@ ACC_FAILED = _family("account_failed_payment_attempts",
                      "Sum of payment attempts over unpaid invoices whose payment was attempted.", ACC)
 ACC_OLDEST = _family("account_oldest_unpaid_invoice_created_timestamp_seconds",
                      "Creation time of the oldest unpaid invoice, Unix time.", ACC)
+COMPLETE = _family("invoice_history_complete", "1 when every page of the invoice history was read, 0 when the API's "
+                   "pagination could not be followed and only part of it is exported.", ACC)
+INCOMPLETE = ("the invoice history is incomplete: the API ignores the page parameter and says neither how many "
+              "invoices there are nor honours per_page, so only its first page is exported; set cloudflare.per_page "
+              "to 1000 (the most a page holds) and report it")
 
 
 # --- the sample accounts ---
@@ -321,22 +327,26 @@ class InvoiceHistoryCollector(Collector[InvoiceHistorySettings, InvoiceData]):
         self.info = _family("invoice_info", "Invoice metadata; always 1.",
                             (*INFO_LABELS, "invoice_pdf_url") if self.pdf else INFO_LABELS)
         self.families = (DUE, PAID, REMAINING, ATTEMPTS, CREATED, self.info, ACC_INVOICES, ACC_UNPAID, ACC_DUE,
-                         ACC_REMAINING, ACC_FAILED, ACC_OLDEST)
+                         ACC_REMAINING, ACC_FAILED, ACC_OLDEST, COMPLETE)
 
     async def fetch(self, api: AccountApi, previous: InvoiceData | None) -> Fetched:
         parse = parse_invoice if self.pdf else partial(parse_invoice, pdf=False)
-        parsed, pages = await api.get_pages(PATH, {"type": api.account.type}, "invoices", parse)
+        read = await api.get_pages(PATH, {"type": api.account.type}, "invoices", parse)
+        parsed = read.items
         # The same id on two pages (an invoice arriving between page fetches shifts offset pages): kept once,
         # the later copy, and counted with the malformed ones in api_invalid_invoices_total.
         by_id = {inv.id: inv for inv in parsed if inv is not None}
         invoices = tuple(by_id.values())
         malformed = sum(inv is None for inv in parsed)
         duplicates = len(parsed) - malformed - len(invoices)
-        data = InvoiceData(invoices, totals(invoices))
-        summary = {"invoices": len(invoices), "unpaid": data.totals.unpaid, "pages": pages}
+        data = InvoiceData(invoices, totals(invoices), read.complete)
+        summary = {"invoices": len(invoices), "unpaid": data.totals.unpaid, "pages": read.pages}
         if duplicates:
             summary["duplicate_invoices"] = duplicates
-        return Fetched(data, skipped=malformed + duplicates, summary=summary)
+        # Said once per account, when the history becomes incomplete (the gauge says it at every scrape).
+        newly_incomplete = not read.complete and (previous is None or previous.complete)
+        return Fetched(data, skipped=malformed + duplicates, summary=summary,
+                       warning=INCOMPLETE if newly_incomplete else None)
 
     def render(self, acc: Acc, data: InvoiceData, out: Sink) -> None:
         divisor = self.settings.amount_divisor
@@ -355,6 +365,7 @@ class InvoiceHistoryCollector(Collector[InvoiceHistorySettings, InvoiceData]):
         out.add(ACC_FAILED, acc, t.failed_attempts)
         if t.oldest_unpaid is not None:
             out.add(ACC_OLDEST, acc, t.oldest_unpaid)
+        out.add(COMPLETE, acc, 1.0 if data.complete else 0.0)
 
     def _invoice(self, out: Sink, acc: Acc, inv: Invoice, divisor: float) -> None:
         labels = (*acc, inv.id)
@@ -381,6 +392,8 @@ class InvoiceHistoryCollector(Collector[InvoiceHistorySettings, InvoiceData]):
                 notes.append(StatusLine(f"oldest {duration(now - t.oldest_unpaid)} (since {date(t.oldest_unpaid)})",
                                         "note"))
             unpaid = StatusCell((*owed, *notes))
+        if not data.complete:
+            unpaid = StatusCell((*unpaid.lines, StatusLine("history incomplete: the API ignores page", "warn")), True)
         failed = t.failed_attempts
         if failed > 0:
             attempts = StatusCell((StatusLine(f"{failed:.0f} failed", "warn"),), attention=True)
