@@ -112,6 +112,12 @@ RESEARCH = {"account": "research", "account_id": "6c2f8e1a3b5d7f9e0a4c6e8b1d3f5a
     ({"alertname": "CloudflareAIGatewayExporterDown", "severity": "warning"}, "billing-tickets"),
     ({"alertname": "CloudflareAIGatewayBillingPollFailing", "severity": "warning"}, "billing-tickets"),
     ({"alertname": "CloudflareAIGatewayBillingDataStale", "severity": "warning"}, "billing-tickets"),
+    ({"alertname": "CloudflareAIGatewaySpendLimitRuleReached", "severity": "critical", **RESEARCH,
+      "gateway": "chat", "rule": "gpt-4o-daily"}, "billing-page"),
+    ({"alertname": "CloudflareAIGatewaySpendLimitRuleNear", "severity": "warning", **RESEARCH,
+      "gateway": "chat", "rule": "gpt-4o-daily"}, "billing-tickets"),
+    ({"alertname": "CloudflareAIGatewayRequestsRateLimited", "severity": "warning", **RESEARCH,
+      "gateway": "batch"}, "billing-tickets"),
     ({"alertname": "SomethingElse", "severity": "critical"}, "default"),
 ])
 def test_alertmanager_routes(labels: dict[str, str], receiver: str) -> None:
@@ -134,6 +140,20 @@ def test_payment_failures_reach_the_billing_owner_in_business_hours_only() -> No
     (interval,) = intervals[name]
     assert interval["weekdays"] == ["monday:friday"] and interval["times"], interval
     assert "InvoicePaymentFailed" in owner["matchers"][0] and "AutoTopupFailing" in owner["matchers"][0]
+
+
+def test_spend_limit_rule_reached_holds_back_near_of_the_same_rule_only() -> None:
+    """amtool cannot test inhibitions (the end-to-end test does); the example's rule must match the two alerts
+    and require the same account, gateway and rule, so that a page for one rule never hides another rule's
+    ticket."""
+    config = load_yaml(PROMETHEUS_DIR / "alertmanager.example.yml")
+    (rule,) = [r for r in config["inhibit_rules"]
+               if r["target_matchers"] == ['alertname = "CloudflareAIGatewaySpendLimitRuleNear"']]
+    assert rule["source_matchers"] == ['alertname = "CloudflareAIGatewaySpendLimitRuleReached"']
+    assert set(rule["equal"]) == {"account_id", "gateway", "rule"}
+    assert not [r for r in config["inhibit_rules"]
+                if any("RequestsRateLimited" in m for m in r["target_matchers"])], (
+        "a reached rule must not hide the 429s of the gateway's own rate limit or of the Unified Billing ceiling")
 
 
 def test_docker_compose_config() -> None:
