@@ -32,13 +32,14 @@ from tests.fakeapi import DEMO_ACCOUNTS, FakeCloudflareAPI, invoice
 from tests.promstack import (
     ALERTMANAGER_NAMES,
     GRAFANA_DIR,
-    PENDING_METRICS,
     Alertmanager,
     Prometheus,
     WebhookReceiver,
     alertmanager_test_config,
     billing_collectors_served,
     find_program,
+    gateway_collectors_served,
+    pending_metrics,
     prometheus_test_config,
     referenced_metrics,
     rules_with_short_for,
@@ -269,17 +270,18 @@ def interpolate(expr: str, values: dict[str, list[str]]) -> str:
         name = match.group(1) or match.group(2)
         if name == "__rate_interval":
             return RATE_INTERVAL
-        if name in ("__interval", "__range"):
-            return {"__interval": RANGE_STEP, "__range": "5m"}[name]
+        if name in ("__interval", "__interval_ms", "__range"):
+            return {"__interval": RANGE_STEP, "__interval_ms": str(int(RANGE_STEP.removesuffix("s")) * 1000),
+                    "__range": "5m"}[name]
         chosen = values[name]
         return chosen[0] if len(chosen) == 1 else "(" + "|".join(re.escape(v) for v in chosen) + ")"
 
     return re.sub(r"\$\{(\w+)\}|\$(\w+)", one, expr)
 
 
-# "All": the instance and account variables use allValue .*; the job variable has none, so Grafana sends the
-# listed jobs (see _all()).
-ALL_BUT_JOB = {"instance": [".*"], "account": [".*"]}
+# "All": the instance, account and gateway variables use allValue .*; the job variable has none, so Grafana
+# sends the listed jobs (see _all()).
+ALL_BUT_JOB = {"instance": [".*"], "account": [".*"], "gateway": [".*"]}
 
 
 def _all(prom: Prometheus) -> dict[str, list[str]]:
@@ -287,9 +289,9 @@ def _all(prom: Prometheus) -> dict[str, list[str]]:
 
 
 def _must_return_data(target: dict[str, Any]) -> bool:
-    """Every panel must return data for the demo, except that panels of the billing collectors' metrics
-    (promstack.PENDING_METRICS) may be empty until the exporter serves them."""
-    return billing_collectors_served() or not referenced_metrics(target["expr"]) & PENDING_METRICS
+    """Every panel must return data for the demo, except that panels of a collector family's metrics
+    (promstack.pending_metrics()) may be empty until the exporter serves any of them."""
+    return not referenced_metrics(target["expr"]) & pending_metrics()
 
 
 def _panels() -> list[dict[str, Any]]:
@@ -330,6 +332,27 @@ def test_dashboard_variables_list_the_demo(stack: Stack) -> None:
     assert set(found["account"]) == {*DEMO_ACCOUNTS, E2E_ACCOUNT}
 
 
+def test_dashboard_gateway_variable_lists_the_demo_gateways_and_filters_the_gateway_panels(stack: Stack) -> None:
+    """The Gateway variable lists the demo's gateways of the selected accounts, and a gateway panel with one
+    gateway selected returns that gateway only."""
+    assert gateway_collectors_served(), "the --demo exporter does not serve the gateway collectors' metrics yet"
+    _wait_for_data(stack)
+    prom = stack.prometheus
+    variables = {v["name"]: v for v in DASHBOARD["templating"]["list"]}
+
+    def gateways(accounts: list[str]) -> set[str]:
+        definition = interpolate(variables["gateway"]["query"]["query"], {**_all(prom), "account": accounts})
+        match = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", definition)
+        assert match, definition
+        return set(prom.label_values(match.group(2), match.group(1)))
+
+    assert gateways([".*"]) >= {"chat", "batch", "ingest", "staging"}
+    assert gateways(["bulk"]) == {"ingest"}
+    (panel,) = [p for p in _panels() if p["title"] == "Spend-limit rule usage"]
+    result = _run(prom, panel["targets"][0], {**_all(prom), "gateway": ["chat"]})
+    assert result and {s["metric"]["gateway"] for s in result} == {"chat"}, result
+
+
 def test_every_panel_query_returns_data_for_the_demo(stack: Stack) -> None:
     _wait_for_data(stack)
     prom = stack.prometheus
@@ -356,19 +379,25 @@ def test_never_polled_account_keeps_a_tile(stack: Stack) -> None:
 
 
 def test_every_panel_query_runs_with_one_or_several_values_selected(stack: Stack) -> None:
-    """The queries stay valid PromQL with each demo account alone, with two at once and with one
-    instance, and they then return only the selected accounts."""
+    """The queries stay valid PromQL with each demo account alone, with two at once, with one instance and
+    with two gateways, and they then return only the selected accounts and gateways."""
     _wait_for_data(stack)
     prom = stack.prometheus
-    selections = [{"job": ["cloudflare-ai-gateway"], "instance": [stack.demo.address], "account": [name]}
-                  for name in DEMO_ACCOUNTS]
-    selections.append({"job": ["cloudflare-ai-gateway"], "instance": [".*"], "account": ["research", "bulk"]})
+    selections = [{"job": ["cloudflare-ai-gateway"], "instance": [stack.demo.address], "account": [name],
+                   "gateway": [".*"]} for name in DEMO_ACCOUNTS]
+    selections.append({"job": ["cloudflare-ai-gateway"], "instance": [".*"], "account": ["research", "bulk"],
+                       "gateway": [".*"]})
+    selections.append({"job": ["cloudflare-ai-gateway"], "instance": [".*"], "account": ["production", "bulk"],
+                       "gateway": ["chat", "ingest"]})
     seen_per_panel: dict[str, set[str]] = {}
     for values in selections:
         for where, target in _targets():
             result = _run(prom, target, values)
             accounts = {s["metric"].get("account") for s in result} - {None}
             assert accounts <= set(values["account"]), f"{where} with {values}: returned {accounts}"
+            gateways = {s["metric"].get("gateway") for s in result} - {None}
+            assert values["gateway"] == [".*"] or gateways <= set(values["gateway"]), (
+                f"{where} with {values}: returned {gateways}")
             seen_per_panel.setdefault(where, set()).update(accounts)
     # Every account-level panel shows at least one demo account when the demo accounts are picked one by one.
     for where, target in _targets():
