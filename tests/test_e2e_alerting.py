@@ -3,9 +3,11 @@ account, one in --demo mode), the real Prometheus and the real Alertmanager post
 inside this test.
 
 A restart of the exporter in the middle of a firing payment alert must not reach the webhook as "resolved".
+The demo's gateways raise the spend-limit rule and rate-limited alerts per account, gateway and rule.
 
-The rules are prometheus/alerts.yml with one change: every alert's ``for:`` is 1s instead of 5m..1h (a test
-copy, see promstack.rules_with_short_for); the thresholds and expressions are the shipped ones. Prometheus
+The rules are prometheus/alerts.yml with one change: every alert's ``for:`` is 1s instead of 3m..1h (a test
+copy, see promstack.rules_with_short_for), so "two polls of evidence" does not make the test wait for two
+polls; the thresholds, windows and expressions are the shipped ones. Prometheus
 runs prometheus.example.yml with a 1s scrape and evaluation interval, Alertmanager alertmanager.example.yml
 with 1s group timers, no business-hours restriction and its webhooks pointed at the receiver below; routing
 and inhibition are as shipped. Prometheus also scrapes Alertmanager as an unrelated job, which no panel may
@@ -56,6 +58,12 @@ PAYMENT_FAILED = "CloudflareAIGatewayInvoicePaymentFailed"
 UNRELATED_JOB = "alertmanager"
 # Generous for a loaded 2-core machine; each wait returns as soon as its condition holds.
 ALERT_TIMEOUT = 40.0
+# The rate-limited alert needs the demo's refused-request counters to grow: they start at 0 at the first poll
+# and count a minute once it has ended (and the demo's analytics delay has passed), so about a minute or two.
+GATEWAY_TIMEOUT = 180.0
+NEAR = "CloudflareAIGatewaySpendLimitRuleNear"
+REACHED = "CloudflareAIGatewaySpendLimitRuleReached"
+RATE_LIMITED = "CloudflareAIGatewayRequestsRateLimited"
 
 
 @dataclass
@@ -233,6 +241,64 @@ def test_spending_limit_reached_pages_and_holds_back_near(stack: Stack) -> None:
         return any(a["status"]["state"] == "suppressed" and a["status"]["inhibitedBy"] for a in alerts)
 
     wait_for(near_inhibited, ALERT_TIMEOUT, interval=0.2, what="SpendingLimitNear of the e2e account inhibited")
+
+
+def test_gateway_alerts_for_the_demo_reach_the_right_receivers_per_account_gateway_and_rule(stack: Stack) -> None:
+    """The demo's gateways raise the three gateway alerts on the shipped routes, labelled with the account,
+    the gateway and the rule only: production's chat gateway has its gpt-4o-daily rule at about 85% (Near:
+    a ticket), bulk's ingest gateway its hourly-cap rule at about 125% (Reached: a page, and Alertmanager holds
+    Near of that rule back; Near never reaches the pager), production's batch gateway refuses requests with its
+    rate limit (RequestsRateLimited: a ticket). The rules below 80% (chat's daily-budget, ingest's per-team at
+    about 60%) and the staging gateway, whose spend limits are off, raise nothing."""
+    assert gateway_collectors_served(), (
+        "the --demo exporter does not serve the gateway collectors' metrics (cloudflare_ai_gateway_gateway_info, "
+        "cloudflare_ai_gateway_spend_limit_rule_usage, ...) yet")
+    production, bulk = DEMO_ACCOUNTS["production"], DEMO_ACCOUNTS["bulk"]
+
+    path, alert = _await_alert(
+        stack, lambda p, a: _is(a, NEAR, "firing", account_id=production, gateway="chat", rule="gpt-4o-daily"),
+        GATEWAY_TIMEOUT, f"{NEAR} for production's chat gateway, rule gpt-4o-daily")
+    assert path == "/ticket"
+    assert alert["labels"] == {"alertname": NEAR, "severity": "warning", "account_id": production,
+                               "account": "production", "gateway": "chat", "rule": "gpt-4o-daily"}, (
+        "gateway alerts are per account, gateway and rule: no instance, job or pod")
+    description = alert["annotations"]["description"]
+    assert re.search(r"has used 8\d(\.\d+)?% of its budget: \d+\.\d\d of 300\.00 USD", description), description
+    assert "scope model=gpt-4o" in description, description
+    assert alert["annotations"]["runbook_url"].endswith("/docs/runbook.md#cloudflareaigatewayspendlimitrulenear")
+
+    path, alert = _await_alert(
+        stack, lambda p, a: _is(a, REACHED, "firing", account_id=bulk, gateway="ingest", rule="hourly-cap"),
+        GATEWAY_TIMEOUT, f"{REACHED} for bulk's ingest gateway, rule hourly-cap")
+    assert path == "/page", "a spend-limit rule over budget stops traffic: it pages"
+    assert alert["labels"] == {"alertname": REACHED, "severity": "critical", "account_id": bulk,
+                               "account": "bulk", "gateway": "ingest", "rule": "hourly-cap"}
+    assert re.search(r"has used 1[2-3]\d(\.\d+)?% of its budget: \d+\.\d\d of 40\.00 USD",
+                     alert["annotations"]["description"]), alert["annotations"]["description"]
+
+    def near_of_hourly_cap_inhibited() -> bool:
+        alerts = stack.alertmanager.alerts(alertname=NEAR, account_id=bulk, gateway="ingest", rule="hourly-cap")
+        return any(a["status"]["state"] == "suppressed" and a["status"]["inhibitedBy"] for a in alerts)
+
+    wait_for(near_of_hourly_cap_inhibited, ALERT_TIMEOUT, interval=0.2,
+             what=f"{NEAR} of bulk's hourly-cap held back behind {REACHED}")
+
+    path, alert = _await_alert(
+        stack, lambda p, a: _is(a, RATE_LIMITED, "firing", account_id=production, gateway="batch"),
+        GATEWAY_TIMEOUT, f"{RATE_LIMITED} for production's batch gateway")
+    assert path == "/ticket"
+    assert alert["labels"] == {"alertname": RATE_LIMITED, "severity": "warning", "account_id": production,
+                               "account": "production", "gateway": "batch"}
+    description = alert["annotations"]["description"]
+    assert "Its own rate limit: 60 requests per 1m 0s (sliding)" in description, description
+    assert "BYOK only" in description, description
+
+    paged = [a for _, a in stack.receiver.alerts("/page") if a["labels"].get("alertname") == NEAR]
+    assert not paged, f"{NEAR} reached the pager: {paged}"
+    quiet = [a for _, a in stack.receiver.alerts()
+             if a["labels"].get("alertname") in (NEAR, REACHED)
+             and (a["labels"].get("rule") in ("daily-budget", "per-team") or a["labels"].get("account") == "staging")]
+    assert not quiet, f"a rule below 80% or a disabled one raised an alert: {quiet}"
 
 
 def test_warnings_open_tickets_and_a_failed_payment_inhibits_unpaid(stack: Stack) -> None:
