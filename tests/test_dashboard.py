@@ -27,7 +27,7 @@ DASHBOARD: dict[str, Any] = json.loads(DASHBOARD_PATH.read_text())
 DS = {"type": "prometheus", "uid": "${datasource}"}
 UID = "cf-ai-gateway-billing"
 # Grafana unit ids this dashboard may use (a typo here would silently show raw numbers).
-KNOWN_UNITS = {"none", "short", "s", "dtdurations", "reqps", "percentunit", "currencyUSD", "currencyEUR",
+KNOWN_UNITS = {"none", "short", "s", "dtdurations", "reqps", "reqpm", "percentunit", "currencyUSD", "currencyEUR",
                "currencyGBP"}
 # Billing amounts change only at a poll: their time series are drawn in steps, never as slopes.
 BILLING_AMOUNTS = ("cloudflare_ai_gateway_account_amount_remaining",
@@ -39,6 +39,8 @@ ACCOUNT_ID_ONLY = {"cloudflare_ai_gateway_api_requests_total", "cloudflare_ai_ga
                    "cloudflare_ai_gateway_api_invalid_invoices_total"}
 ACCOUNTLESS = {"cloudflare_ai_gateway_exporter_build_info", "cloudflare_ai_gateway_exporter_shard_info",
                "cloudflare_ai_gateway_exporter_config_last_reload_successful"}
+# The gateway collectors' series: they carry a `gateway` label, which the Gateway variable filters.
+GATEWAY_SERIES = re.compile(r"cloudflare_ai_gateway_(gateway|spend_limit_rule)_")
 
 
 def panels() -> list[dict[str, Any]]:
@@ -139,6 +141,18 @@ def test_variables() -> None:
     assert "cloudflare_ai_gateway_poll_success" in variables["account"]["definition"]
 
 
+def test_gateway_variable_lists_the_gateways_of_the_selected_accounts() -> None:
+    variables = {v["name"]: v for v in DASHBOARD["templating"]["list"]}
+    gateway = variables["gateway"]
+    assert list(variables).index("gateway") == list(variables).index("account") + 1
+    assert gateway["type"] == "query" and gateway["datasource"] == DS
+    assert gateway["multi"] is True and gateway["includeAll"] is True and gateway["allValue"] == ".*"
+    assert gateway["query"]["query"] == gateway["definition"] == (
+        'label_values(cloudflare_ai_gateway_gateway_info{job=~"$job",instance=~"$instance",account=~"$account"}, '
+        'gateway)')
+    assert gateway.get("current") in ({}, None)
+
+
 @pytest.mark.parametrize("name", ["datasources/prometheus.yml", "dashboards/cloudflare-ai-gateway.yml"])
 def test_provisioning_files(name: str) -> None:
     doc = load_yaml(GRAFANA_DIR / "provisioning" / name)
@@ -219,6 +233,8 @@ def test_every_query_is_filtered_by_the_variables() -> None:
             assert 'job=~"$job"' in matchers and 'instance=~"$instance"' in matchers, f"{where}: {name}"
             if name not in ACCOUNT_ID_ONLY | ACCOUNTLESS | {"up"}:
                 assert 'account=~"$account"' in matchers, f"{where}: {name} not filtered by $account"
+            if GATEWAY_SERIES.match(name):
+                assert 'gateway=~"$gateway"' in matchers, f"{where}: {name} not filtered by $gateway"
         if any(name in target["expr"] for name in ACCOUNT_ID_ONLY):
             assert "group_left (account)" in target["expr"], f"{where}: join the account name"
 
@@ -341,7 +357,7 @@ def test_total_outstanding_per_currency_across_accounts() -> None:
 
 def test_the_credits_and_spend_row() -> None:
     rows = [p["title"] for p in DASHBOARD["panels"] if p["type"] == "row"]
-    assert rows == ["Billing", "Credits and spend", "Poll health"]
+    assert rows == ["Billing", "Credits and spend", "Where the money goes", "Spend limits", "Poll health"]
     _panel_using("cloudflare_ai_gateway_credit_balance", "stat")
     _panel_using("cloudflare_ai_gateway_credit_balance", "timeseries")
     time_to_zero = _panel_using("deriv(cloudflare_ai_gateway_credit_balance")
@@ -361,3 +377,102 @@ def test_annotation_honours_the_variables() -> None:
     assert 'account=~"$account"' in billing and 'job=~"$job"' in billing and 'instance=~"$instance"' in billing
     assert 'alertname="CloudflareAIGatewayExporterDown"' in exporter_down
     assert 'job=~"$job"' in exporter_down and 'instance=~"$instance"' in exporter_down
+
+
+def _row(title: str) -> list[dict[str, Any]]:
+    """The panels under the row ``title`` (rows are expanded: their panels follow them at the top level)."""
+    top: list[dict[str, Any]] = DASHBOARD["panels"]
+    start = next(i for i, p in enumerate(top) if p["type"] == "row" and p["title"] == title)
+    end = next((i for i, p in enumerate(top) if i > start and p["type"] == "row"), len(top))
+    return top[start + 1:end]
+
+
+def _exprs(panel: dict[str, Any]) -> list[str]:
+    return [t["expr"] for t in panel["targets"]]
+
+
+GATEWAY_COUNTER = re.compile(r"cloudflare_ai_gateway_gateway_[a-z_]+_total")
+
+
+def test_gateway_counters_count_once_per_ha_pair_and_across_rollouts() -> None:
+    """The two exporters of an HA pair count the same requests, and a restart starts the counters again at 0:
+    every query on them sums within an exporter (sum without ..., which keeps instance), then takes the largest
+    of any exporter (max by ... without instance), and totals over the time range add up those rates per step
+    (a subquery), so that a rollout's new pod, with another instance, is counted too."""
+    for panel, target in targets():
+        expr = target["expr"]
+        if not GATEWAY_COUNTER.search(expr):
+            continue
+        where = f"{panel['title']}/{target['refId']}"
+        assert "sum without (" in expr and "max by (account_id" in expr, where
+        assert not re.search(r"\bby \([^)]*\binstance\b", expr), f"{where}: aggregates by instance"
+        if "$__range" in expr:
+            assert "[$__range:$__interval]) * $__interval_ms / 1000" in expr, where
+            assert target["instant"], where
+
+
+def test_the_where_the_money_goes_row() -> None:
+    row = {p["title"]: p for p in _row("Where the money goes")}
+    cost_totals = {title: p for title, p in row.items()
+                   if any("cloudflare_ai_gateway_gateway_cost_total" in e and "$__range" in e for e in _exprs(p))}
+    by = {title: re.findall(r"max by \(([^)]*)\)", _exprs(p)[0])[0] for title, p in cost_totals.items()}
+    assert sorted(by.values()) == sorted(["account_id, account, gateway", "account_id, account, provider",
+                                         "account_id, provider, model"]), by
+    for panel in cost_totals.values():
+        assert panel["fieldConfig"]["defaults"]["unit"] == "currencyUSD", panel["title"]
+    (top,) = [p for p in cost_totals.values() if "topk(10, sum by (provider, model)" in _exprs(p)[0]]
+    assert top["title"] == "Top models by cost"
+    tokens = _panel_using("cloudflare_ai_gateway_gateway_tokens_total", "timeseries")
+    assert "direction, cached" in tokens["targets"][0]["expr"]
+    ratio = _panel_using("cloudflare_ai_gateway_gateway_cached_requests_total")
+    assert "cloudflare_ai_gateway_gateway_requests_total" in ratio["targets"][0]["expr"]
+    assert ratio["fieldConfig"]["defaults"]["unit"] == "percentunit"
+    refused = _panel_using("cloudflare_ai_gateway_gateway_rate_limited_requests_total", "timeseries")
+    assert any("cloudflare_ai_gateway_gateway_errored_requests_total" in e for e in _exprs(refused))
+    billing = _panel_using('"wholesale", "true"', "timeseries")
+    assert "Unified Billing" in billing["targets"][0]["expr"] and "BYOK" in billing["targets"][0]["expr"]
+    assert all(p["type"] != "row" for p in row.values())
+
+
+def _alert_threshold(alert: str) -> float:
+    (rule,) = [r for r in alert_rules() if r["alert"] == alert]
+    match = re.search(r">= ([0-9.]+)$", rule["expr"].strip())
+    assert match, alert
+    return float(match.group(1))
+
+
+def test_the_spend_limits_row() -> None:
+    """A bar per enabled rule of usage / limit, coloured at the alerts' thresholds, the same over time, a table of
+    every rule, and the gateways' own rate limits."""
+    row = {p["title"]: p for p in _row("Spend limits")}
+    near, reached = (_alert_threshold("CloudflareAIGatewaySpendLimitRuleNear"),
+                     _alert_threshold("CloudflareAIGatewaySpendLimitRuleReached"))
+    gauge = row["Spend-limit rule usage"]
+    assert gauge["type"] == "bargauge" and gauge["fieldConfig"]["defaults"]["unit"] == "percentunit"
+    (expr,) = _exprs(gauge)
+    assert "cloudflare_ai_gateway_spend_limit_rule_usage" in expr
+    assert "cloudflare_ai_gateway_spend_limit_rule_limit" in expr
+    assert expr.rstrip(")").endswith("cloudflare_ai_gateway_spend_limit_rule_enabled{"
+                                     'job=~"$job",instance=~"$instance",account=~"$account",gateway=~"$gateway"}) == 1')
+    for panel in (gauge, row["Spend-limit rule usage over time"]):
+        steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+        assert [(s["color"], s["value"]) for s in steps] == [("green", None), ("orange", near), ("red", reached)]
+    assert _exprs(row["Spend-limit rule usage over time"]) == [expr.removeprefix("sort_desc(").removesuffix(")")]
+
+    table = row["Spend-limit rules"]
+    assert table["type"] == "table"
+    assert all(t.get("instant") and t.get("format") == "table" for t in table["targets"])
+    organize = next(t for t in table["transformations"] if t["id"] == "organize")["options"]
+    columns = set(organize["renameByName"].values()) - set(organize["excludeByName"])
+    assert {"Account", "Gateway", "Rule", "Technique", "Scope", "Window", "Limit", "Usage", "Used",
+            "Enabled"} <= columns
+    units = {o["matcher"]["options"]: {p["value"] for p in o["properties"] if p["id"] == "unit"}
+             for o in table["fieldConfig"]["overrides"]}
+    assert units["Limit"] == units["Usage"] == {"currencyUSD"} and units["Window"] == {"dtdurations"}
+    (used,) = [o for o in table["fieldConfig"]["overrides"] if o["matcher"]["options"] == "Used"]
+    (steps,) = [p["value"]["steps"] for p in used["properties"] if p["id"] == "thresholds"]
+    assert [s["value"] for s in steps] == [None, near, reached]
+
+    gateways = row["Gateway settings and rate limits"]
+    assert any("cloudflare_ai_gateway_gateway_rate_limit_requests" in e for e in _exprs(gateways))
+    assert any("cloudflare_ai_gateway_gateway_info" in e for e in _exprs(gateways))

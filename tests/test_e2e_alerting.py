@@ -3,9 +3,11 @@ account, one in --demo mode), the real Prometheus and the real Alertmanager post
 inside this test.
 
 A restart of the exporter in the middle of a firing payment alert must not reach the webhook as "resolved".
+The demo's gateways raise the spend-limit rule and rate-limited alerts per account, gateway and rule.
 
-The rules are prometheus/alerts.yml with one change: every alert's ``for:`` is 1s instead of 5m..1h (a test
-copy, see promstack.rules_with_short_for); the thresholds and expressions are the shipped ones. Prometheus
+The rules are prometheus/alerts.yml with one change: every alert's ``for:`` is 1s instead of 3m..1h (a test
+copy, see promstack.rules_with_short_for), so "two polls of evidence" does not make the test wait for two
+polls; the thresholds, windows and expressions are the shipped ones. Prometheus
 runs prometheus.example.yml with a 1s scrape and evaluation interval, Alertmanager alertmanager.example.yml
 with 1s group timers, no business-hours restriction and its webhooks pointed at the receiver below; routing
 and inhibition are as shipped. Prometheus also scrapes Alertmanager as an unrelated job, which no panel may
@@ -32,13 +34,14 @@ from tests.fakeapi import DEMO_ACCOUNTS, FakeCloudflareAPI, invoice
 from tests.promstack import (
     ALERTMANAGER_NAMES,
     GRAFANA_DIR,
-    PENDING_METRICS,
     Alertmanager,
     Prometheus,
     WebhookReceiver,
     alertmanager_test_config,
     billing_collectors_served,
     find_program,
+    gateway_collectors_served,
+    pending_metrics,
     prometheus_test_config,
     referenced_metrics,
     rules_with_short_for,
@@ -55,6 +58,12 @@ PAYMENT_FAILED = "CloudflareAIGatewayInvoicePaymentFailed"
 UNRELATED_JOB = "alertmanager"
 # Generous for a loaded 2-core machine; each wait returns as soon as its condition holds.
 ALERT_TIMEOUT = 40.0
+# The rate-limited alert needs the demo's refused-request counters to grow: they start at 0 at the first poll
+# and count a minute once it has ended (and the demo's analytics delay has passed), so about a minute or two.
+GATEWAY_TIMEOUT = 180.0
+NEAR = "CloudflareAIGatewaySpendLimitRuleNear"
+REACHED = "CloudflareAIGatewaySpendLimitRuleReached"
+RATE_LIMITED = "CloudflareAIGatewayRequestsRateLimited"
 
 
 @dataclass
@@ -234,6 +243,64 @@ def test_spending_limit_reached_pages_and_holds_back_near(stack: Stack) -> None:
     wait_for(near_inhibited, ALERT_TIMEOUT, interval=0.2, what="SpendingLimitNear of the e2e account inhibited")
 
 
+def test_gateway_alerts_for_the_demo_reach_the_right_receivers_per_account_gateway_and_rule(stack: Stack) -> None:
+    """The demo's gateways raise the three gateway alerts on the shipped routes, labelled with the account,
+    the gateway and the rule only: production's chat gateway has its gpt-4o-daily rule at about 85% (Near:
+    a ticket), bulk's ingest gateway its hourly-cap rule at about 125% (Reached: a page, and Alertmanager holds
+    Near of that rule back; Near never reaches the pager), production's batch gateway refuses requests with its
+    rate limit (RequestsRateLimited: a ticket). The rules below 80% (chat's daily-budget, ingest's per-team at
+    about 60%) and the staging gateway, whose spend limits are off, raise nothing."""
+    assert gateway_collectors_served(), (
+        "the --demo exporter does not serve the gateway collectors' metrics (cloudflare_ai_gateway_gateway_info, "
+        "cloudflare_ai_gateway_spend_limit_rule_usage, ...) yet")
+    production, bulk = DEMO_ACCOUNTS["production"], DEMO_ACCOUNTS["bulk"]
+
+    path, alert = _await_alert(
+        stack, lambda p, a: _is(a, NEAR, "firing", account_id=production, gateway="chat", rule="gpt-4o-daily"),
+        GATEWAY_TIMEOUT, f"{NEAR} for production's chat gateway, rule gpt-4o-daily")
+    assert path == "/ticket"
+    assert alert["labels"] == {"alertname": NEAR, "severity": "warning", "account_id": production,
+                               "account": "production", "gateway": "chat", "rule": "gpt-4o-daily"}, (
+        "gateway alerts are per account, gateway and rule: no instance, job or pod")
+    description = alert["annotations"]["description"]
+    assert re.search(r"has used 8\d(\.\d+)?% of its budget: \d+\.\d\d of 300\.00 USD", description), description
+    assert "scope model=gpt-4o" in description, description
+    assert alert["annotations"]["runbook_url"].endswith("/docs/runbook.md#cloudflareaigatewayspendlimitrulenear")
+
+    path, alert = _await_alert(
+        stack, lambda p, a: _is(a, REACHED, "firing", account_id=bulk, gateway="ingest", rule="hourly-cap"),
+        GATEWAY_TIMEOUT, f"{REACHED} for bulk's ingest gateway, rule hourly-cap")
+    assert path == "/page", "a spend-limit rule over budget stops traffic: it pages"
+    assert alert["labels"] == {"alertname": REACHED, "severity": "critical", "account_id": bulk,
+                               "account": "bulk", "gateway": "ingest", "rule": "hourly-cap"}
+    assert re.search(r"has used 1[2-3]\d(\.\d+)?% of its budget: \d+\.\d\d of 40\.00 USD",
+                     alert["annotations"]["description"]), alert["annotations"]["description"]
+
+    def near_of_hourly_cap_inhibited() -> bool:
+        alerts = stack.alertmanager.alerts(alertname=NEAR, account_id=bulk, gateway="ingest", rule="hourly-cap")
+        return any(a["status"]["state"] == "suppressed" and a["status"]["inhibitedBy"] for a in alerts)
+
+    wait_for(near_of_hourly_cap_inhibited, ALERT_TIMEOUT, interval=0.2,
+             what=f"{NEAR} of bulk's hourly-cap held back behind {REACHED}")
+
+    path, alert = _await_alert(
+        stack, lambda p, a: _is(a, RATE_LIMITED, "firing", account_id=production, gateway="batch"),
+        GATEWAY_TIMEOUT, f"{RATE_LIMITED} for production's batch gateway")
+    assert path == "/ticket"
+    assert alert["labels"] == {"alertname": RATE_LIMITED, "severity": "warning", "account_id": production,
+                               "account": "production", "gateway": "batch"}
+    description = alert["annotations"]["description"]
+    assert "Its own rate limit: 60 requests per 1m 0s (sliding)" in description, description
+    assert "BYOK only" in description, description
+
+    paged = [a for _, a in stack.receiver.alerts("/page") if a["labels"].get("alertname") == NEAR]
+    assert not paged, f"{NEAR} reached the pager: {paged}"
+    quiet = [a for _, a in stack.receiver.alerts()
+             if a["labels"].get("alertname") in (NEAR, REACHED)
+             and (a["labels"].get("rule") in ("daily-budget", "per-team") or a["labels"].get("account") == "staging")]
+    assert not quiet, f"a rule below 80% or a disabled one raised an alert: {quiet}"
+
+
 def test_warnings_open_tickets_and_a_failed_payment_inhibits_unpaid(stack: Stack) -> None:
     """The demo's legacy account (revoked token) raises BillingPollFailing on the ticket receiver; the demo's
     research account (declined card on a 40-day-old invoice) has InvoiceUnpaid firing in Prometheus, but
@@ -269,17 +336,18 @@ def interpolate(expr: str, values: dict[str, list[str]]) -> str:
         name = match.group(1) or match.group(2)
         if name == "__rate_interval":
             return RATE_INTERVAL
-        if name in ("__interval", "__range"):
-            return {"__interval": RANGE_STEP, "__range": "5m"}[name]
+        if name in ("__interval", "__interval_ms", "__range"):
+            return {"__interval": RANGE_STEP, "__interval_ms": str(int(RANGE_STEP.removesuffix("s")) * 1000),
+                    "__range": "5m"}[name]
         chosen = values[name]
         return chosen[0] if len(chosen) == 1 else "(" + "|".join(re.escape(v) for v in chosen) + ")"
 
     return re.sub(r"\$\{(\w+)\}|\$(\w+)", one, expr)
 
 
-# "All": the instance and account variables use allValue .*; the job variable has none, so Grafana sends the
-# listed jobs (see _all()).
-ALL_BUT_JOB = {"instance": [".*"], "account": [".*"]}
+# "All": the instance, account and gateway variables use allValue .*; the job variable has none, so Grafana
+# sends the listed jobs (see _all()).
+ALL_BUT_JOB = {"instance": [".*"], "account": [".*"], "gateway": [".*"]}
 
 
 def _all(prom: Prometheus) -> dict[str, list[str]]:
@@ -287,9 +355,9 @@ def _all(prom: Prometheus) -> dict[str, list[str]]:
 
 
 def _must_return_data(target: dict[str, Any]) -> bool:
-    """Every panel must return data for the demo, except that panels of the billing collectors' metrics
-    (promstack.PENDING_METRICS) may be empty until the exporter serves them."""
-    return billing_collectors_served() or not referenced_metrics(target["expr"]) & PENDING_METRICS
+    """Every panel must return data for the demo, except that panels of a collector family's metrics
+    (promstack.pending_metrics()) may be empty until the exporter serves any of them."""
+    return not referenced_metrics(target["expr"]) & pending_metrics()
 
 
 def _panels() -> list[dict[str, Any]]:
@@ -330,6 +398,27 @@ def test_dashboard_variables_list_the_demo(stack: Stack) -> None:
     assert set(found["account"]) == {*DEMO_ACCOUNTS, E2E_ACCOUNT}
 
 
+def test_dashboard_gateway_variable_lists_the_demo_gateways_and_filters_the_gateway_panels(stack: Stack) -> None:
+    """The Gateway variable lists the demo's gateways of the selected accounts, and a gateway panel with one
+    gateway selected returns that gateway only."""
+    assert gateway_collectors_served(), "the --demo exporter does not serve the gateway collectors' metrics yet"
+    _wait_for_data(stack)
+    prom = stack.prometheus
+    variables = {v["name"]: v for v in DASHBOARD["templating"]["list"]}
+
+    def gateways(accounts: list[str]) -> set[str]:
+        definition = interpolate(variables["gateway"]["query"]["query"], {**_all(prom), "account": accounts})
+        match = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", definition)
+        assert match, definition
+        return set(prom.label_values(match.group(2), match.group(1)))
+
+    assert gateways([".*"]) >= {"chat", "batch", "ingest", "staging"}
+    assert gateways(["bulk"]) == {"ingest"}
+    (panel,) = [p for p in _panels() if p["title"] == "Spend-limit rule usage"]
+    result = _run(prom, panel["targets"][0], {**_all(prom), "gateway": ["chat"]})
+    assert result and {s["metric"]["gateway"] for s in result} == {"chat"}, result
+
+
 def test_every_panel_query_returns_data_for_the_demo(stack: Stack) -> None:
     _wait_for_data(stack)
     prom = stack.prometheus
@@ -356,19 +445,25 @@ def test_never_polled_account_keeps_a_tile(stack: Stack) -> None:
 
 
 def test_every_panel_query_runs_with_one_or_several_values_selected(stack: Stack) -> None:
-    """The queries stay valid PromQL with each demo account alone, with two at once and with one
-    instance, and they then return only the selected accounts."""
+    """The queries stay valid PromQL with each demo account alone, with two at once, with one instance and
+    with two gateways, and they then return only the selected accounts and gateways."""
     _wait_for_data(stack)
     prom = stack.prometheus
-    selections = [{"job": ["cloudflare-ai-gateway"], "instance": [stack.demo.address], "account": [name]}
-                  for name in DEMO_ACCOUNTS]
-    selections.append({"job": ["cloudflare-ai-gateway"], "instance": [".*"], "account": ["research", "bulk"]})
+    selections = [{"job": ["cloudflare-ai-gateway"], "instance": [stack.demo.address], "account": [name],
+                   "gateway": [".*"]} for name in DEMO_ACCOUNTS]
+    selections.append({"job": ["cloudflare-ai-gateway"], "instance": [".*"], "account": ["research", "bulk"],
+                       "gateway": [".*"]})
+    selections.append({"job": ["cloudflare-ai-gateway"], "instance": [".*"], "account": ["production", "bulk"],
+                       "gateway": ["chat", "ingest"]})
     seen_per_panel: dict[str, set[str]] = {}
     for values in selections:
         for where, target in _targets():
             result = _run(prom, target, values)
             accounts = {s["metric"].get("account") for s in result} - {None}
             assert accounts <= set(values["account"]), f"{where} with {values}: returned {accounts}"
+            gateways = {s["metric"].get("gateway") for s in result} - {None}
+            assert values["gateway"] == [".*"] or gateways <= set(values["gateway"]), (
+                f"{where} with {values}: returned {gateways}")
             seen_per_panel.setdefault(where, set()).update(accounts)
     # Every account-level panel shows at least one demo account when the demo accounts are picked one by one.
     for where, target in _targets():

@@ -39,6 +39,9 @@ CONTRACT_ALERTS = {
     "CloudflareAIGatewayAutoTopupFailing": {"critical"},
     "CloudflareAIGatewaySpendingLimitNear": {"warning"},
     "CloudflareAIGatewaySpendingLimitReached": {"critical"},
+    "CloudflareAIGatewaySpendLimitRuleNear": {"warning"},
+    "CloudflareAIGatewaySpendLimitRuleReached": {"critical"},
+    "CloudflareAIGatewayRequestsRateLimited": {"warning"},
 }
 # Billing alerts: per account, and the endpoint whose polls feed them (for: must exceed two of its intervals).
 BILLING_ALERT_ENDPOINT = {
@@ -49,6 +52,14 @@ BILLING_ALERT_ENDPOINT = {
     "CloudflareAIGatewaySpendingLimitNear": "spending_limit",
     "CloudflareAIGatewaySpendingLimitReached": "spending_limit",
 }
+# Gateway alerts: per (account, gateway[, rule]), the labels they carry besides severity, and the endpoint whose
+# polls feed them.
+GATEWAY_ALERTS = {
+    "CloudflareAIGatewaySpendLimitRuleNear": (("account_id", "account", "gateway", "rule"), "gateway_analytics"),
+    "CloudflareAIGatewaySpendLimitRuleReached": (("account_id", "account", "gateway", "rule"), "gateway_analytics"),
+    "CloudflareAIGatewayRequestsRateLimited": (("account_id", "account", "gateway"), "gateway_analytics"),
+}
+GATEWAY_GROUP = "cloudflare-ai-gateway-gateways.rules"
 JOB_RULE = "cloudflare_ai_gateway_exporter:up"
 RUNBOOK_RULE = "cloudflare_ai_gateway:runbook"
 RUNBOOK_URL = '{{ with query "cloudflare_ai_gateway:runbook" }}{{ . | first | label "base_url" }}{{ end }}#'
@@ -101,6 +112,12 @@ RESEARCH = {"account": "research", "account_id": "6c2f8e1a3b5d7f9e0a4c6e8b1d3f5a
     ({"alertname": "CloudflareAIGatewayExporterDown", "severity": "warning"}, "billing-tickets"),
     ({"alertname": "CloudflareAIGatewayBillingPollFailing", "severity": "warning"}, "billing-tickets"),
     ({"alertname": "CloudflareAIGatewayBillingDataStale", "severity": "warning"}, "billing-tickets"),
+    ({"alertname": "CloudflareAIGatewaySpendLimitRuleReached", "severity": "critical", **RESEARCH,
+      "gateway": "chat", "rule": "gpt-4o-daily"}, "billing-page"),
+    ({"alertname": "CloudflareAIGatewaySpendLimitRuleNear", "severity": "warning", **RESEARCH,
+      "gateway": "chat", "rule": "gpt-4o-daily"}, "billing-tickets"),
+    ({"alertname": "CloudflareAIGatewayRequestsRateLimited", "severity": "warning", **RESEARCH,
+      "gateway": "batch"}, "billing-tickets"),
     ({"alertname": "SomethingElse", "severity": "critical"}, "default"),
 ])
 def test_alertmanager_routes(labels: dict[str, str], receiver: str) -> None:
@@ -123,6 +140,20 @@ def test_payment_failures_reach_the_billing_owner_in_business_hours_only() -> No
     (interval,) = intervals[name]
     assert interval["weekdays"] == ["monday:friday"] and interval["times"], interval
     assert "InvoicePaymentFailed" in owner["matchers"][0] and "AutoTopupFailing" in owner["matchers"][0]
+
+
+def test_spend_limit_rule_reached_holds_back_near_of_the_same_rule_only() -> None:
+    """amtool cannot test inhibitions (the end-to-end test does); the example's rule must match the two alerts
+    and require the same account, gateway and rule, so that a page for one rule never hides another rule's
+    ticket."""
+    config = load_yaml(PROMETHEUS_DIR / "alertmanager.example.yml")
+    (rule,) = [r for r in config["inhibit_rules"]
+               if r["target_matchers"] == ['alertname = "CloudflareAIGatewaySpendLimitRuleNear"']]
+    assert rule["source_matchers"] == ['alertname = "CloudflareAIGatewaySpendLimitRuleReached"']
+    assert set(rule["equal"]) == {"account_id", "gateway", "rule"}
+    assert not [r for r in config["inhibit_rules"]
+                if any("RequestsRateLimited" in m for m in r["target_matchers"])], (
+        "a reached rule must not hide the 429s of the gateway's own rate limit or of the Unified Billing ceiling")
 
 
 def test_docker_compose_config() -> None:
@@ -158,6 +189,8 @@ def test_the_contract_alerts_with_severity_and_annotations() -> None:
         assert "{{" in annotations["description"], f"{name}: description must be templated"
         if name != "CloudflareAIGatewayExporterDown":
             assert re.search(r"\$labels\.account\b", annotations["description"]), f"{name}: must name the account"
+        for label in GATEWAY_ALERTS.get(name, ((), ""))[0]:
+            assert f"$labels.{label} " in annotations["description"], f"{name}: must name the {label}"
         assert re.search(r"\$value|query", annotations["description"]), f"{name}: no amount or age"
     assert severities == CONTRACT_ALERTS
 
@@ -192,14 +225,50 @@ def _poll_intervals() -> dict[str, int]:
 
 
 def test_poll_intervals_match_the_exporter_defaults_and_billing_alerts_wait_two_polls() -> None:
-    """Two polls' worth of evidence before a billing alert fires: for: > 2 x the feeding endpoint's interval."""
+    """Two polls' worth of evidence before a billing or gateway alert fires: for: > 2 x the feeding endpoint's
+    interval."""
     intervals = _poll_intervals()
     assert intervals == {"invoice_history": 300, "credit_balance": 60, "spending_limit": 300,
-                         "usage_history": 300, "invoice_preview": 900}
+                         "usage_history": 300, "invoice_preview": 900, "gateways": 300, "gateway_analytics": 60}
+    feeds = {**BILLING_ALERT_ENDPOINT, **{name: endpoint for name, (_, endpoint) in GATEWAY_ALERTS.items()}}
     for rule in alert_rules():
-        endpoint = BILLING_ALERT_ENDPOINT.get(rule["alert"])
+        endpoint = feeds.get(rule["alert"])
         if endpoint:
             assert _seconds(rule["for"]) > 2 * intervals[endpoint], f"{rule['alert']}: for {rule['for']}"
+
+
+def test_gateway_alerts_are_per_gateway_not_per_process() -> None:
+    """The gateway alerts read only the account_gateway_rule:* and account_gateway:* recording rules, which
+    aggregate to exactly the alert's labels (no instance, job or pod): a restart, a rollout or an HA pair never
+    changes the alert's identity (proven in alerts_test.yml: restart, rollout, HA pair, counter reset)."""
+    records = {r["record"]: r["expr"] for r in recording_rules()}
+    for rule in alert_rules():
+        if rule["alert"] not in GATEWAY_ALERTS:
+            continue
+        labels, _ = GATEWAY_ALERTS[rule["alert"]]
+        level = "account_gateway_rule" if "rule" in labels else "account_gateway"
+        used = set(re.findall(r"\b[a-z_]+:[a-z_]+:[a-z_0-9]+", rule["expr"]))
+        assert used and all(r.startswith(f"{level}:") for r in used), f"{rule['alert']} reads {used}"
+        assert not referenced_metrics(rule["expr"]), rule["alert"]
+        assert set(rule["labels"]) == {"severity"}, rule["alert"]
+        for record in used:
+            aggregations = re.findall(r"\bby \(([^)]*)\)", records[record])
+            derived = set(re.findall(rf"\b{level}:[a-z_]+:[a-z_0-9]+", records[record]))
+            assert aggregations or derived, record
+            for by in aggregations:
+                assert [b.strip() for b in by.split(",")][:len(labels)] == list(labels), f"{record}: by ({by})"
+
+
+def test_gateway_rules_read_no_recording_rule_of_another_group() -> None:
+    """Prometheus evaluates each group on its own: a rule that reads another group's recording rule sees its
+    previous evaluation, so when a restart begins, one evaluation would drop the remembered values and reset
+    the alerts. Annotations may query any rule (they only describe)."""
+    doc = load_yaml(ALERTS_FILE)
+    (gateways,) = [g for g in doc["groups"] if g["name"] == GATEWAY_GROUP]
+    ours = {r["record"] for r in gateways["rules"] if "record" in r}
+    for rule in gateways["rules"]:
+        used = set(re.findall(r"\b[a-z_]+:[a-z_]+:[a-z_0-9]+", rule["expr"]))
+        assert used <= ours, f"{rule.get('record') or rule.get('alert')} reads {used - ours}"
 
 
 def _anchor(heading: str) -> str:
@@ -225,6 +294,12 @@ def test_every_alert_links_its_runbook_section_through_one_base_url() -> None:
 
 SITUATIONS = ("restart", "rollout", "exporter down", "flapping", "HA pair", "paid resolves at once",
               "not enrolled", "top-up", "auto top-up", "no spending limit")
+# The gateway alerts' cases, each named in alerts_test.yml.
+GATEWAY_SITUATIONS = ("near from 80%", "never for a disabled rule", "more than two analytics polls",
+                      "partitioned rule", "restart does not resolve or re-fire the spend-limit rule alerts",
+                      "rollout keeps one spend-limit rule alert", "HA pair gives one spend-limit rule alert",
+                      "summed over models", "stop 15 minutes after the last one", "counter reset",
+                      "poll failing on gateway_analytics", "a new window resolves")
 
 
 def test_alert_unit_tests_cover_firing_not_firing_and_the_situations() -> None:
@@ -240,7 +315,8 @@ def test_alert_unit_tests_cover_firing_not_firing_and_the_situations() -> None:
     names = " | ".join(case["name"] for case in doc["tests"])
     for situation in SITUATIONS:
         assert situation.lower() in (names + text).lower(), f"no case for the situation {situation!r}"
-    for situation in ("restart", "rollout", "exporter down", "flapping", "HA pair", "paid resolves at once"):
+    for situation in ("restart", "rollout", "exporter down", "flapping", "HA pair", "paid resolves at once",
+                      *GATEWAY_SITUATIONS):
         assert situation.lower() in names.lower(), f"no test named for {situation!r}"
 
 
