@@ -98,39 +98,9 @@ def exported_metric_names() -> set[str]:
     return _demo_names
 
 
-# Metric names the rules and the dashboard may use before the exporter serves them. Empty: every name the rules
-# and panels use must be served.
-PENDING_METRICS: frozenset[str] = frozenset()
-
-# The gateway collectors' names (the contract's "Gateways" table), which the gateway alerts and panels use.
-# Excused only while the exporter serves none of them: from the first one served, every name the rules and
-# panels use must be served, so a misspelt name on either side fails. test_e2e_alerting's gateway test
-# fails (does not skip) until then.
-PENDING_GATEWAY_METRICS: frozenset[str] = frozenset(f"cloudflare_ai_gateway_{name}" for name in (
-    "gateway_info", "gateway_rate_limit_requests", "gateway_rate_limit_interval_seconds",
-    "spend_limit_rule_limit", "spend_limit_rule_window_seconds", "spend_limit_rule_enabled",
-    "spend_limit_rule_info", "spend_limit_rule_usage", "gateway_requests_total", "gateway_cached_requests_total",
-    "gateway_errored_requests_total", "gateway_rate_limited_requests_total", "gateway_tokens_total",
-    "gateway_cost_total"))
-
-
-def billing_collectors_served() -> bool:
-    return "cloudflare_ai_gateway_credit_balance" in exported_metric_names()
-
-
-def gateway_collectors_served() -> bool:
-    return bool(PENDING_GATEWAY_METRICS & exported_metric_names())
-
-
-def pending_metrics() -> frozenset[str]:
-    """The names the exporter may not serve yet: none once each collector family serves any of its names."""
-    pending = frozenset() if billing_collectors_served() else PENDING_METRICS
-    return pending if gateway_collectors_served() else pending | PENDING_GATEWAY_METRICS
-
-
 def missing_metrics(used: set[str]) -> set[str]:
-    """Names in ``used`` that the exporter does not expose (pending ones excused until they are served)."""
-    return used - exported_metric_names() - pending_metrics()
+    """Names in ``used`` that the exporter does not expose."""
+    return used - exported_metric_names()
 
 
 _NAME_TOKEN = re.compile(r"(?<![\w:])[a-zA-Z_:][a-zA-Z0-9_:]*")
