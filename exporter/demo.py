@@ -95,6 +95,6 @@ def demo_config(base_url: str = DEMO_BASE_URL) -> Config:
     )
     collectors = default_collectors(Inherited(DEMO_POLL_INTERVAL, 100.0),
                                     **{c.name: {"interval": c.demo_interval} for c in REGISTRY})
-    return Config(cloudflare=CloudflareConfig(base_url=base_url, requests_per_second=10, max_retries=2,
-                                              credentials=Credentials(api_token=DEMO_TOKEN)),
+    return Config(cloudflare=CloudflareConfig(base_url=base_url, requests_per_second=10, graphql_queries_per_second=10,
+                                              max_retries=2, credentials=Credentials(api_token=DEMO_TOKEN)),
                   poll=PollConfig(interval=DEMO_POLL_INTERVAL), accounts=accounts, collectors=collectors)

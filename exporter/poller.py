@@ -22,7 +22,7 @@ import httpx
 
 from exporter import __version__
 from exporter.cloudflare.account import AccountApi
-from exporter.cloudflare.client import GRAPHQL_REQUESTS_PER_SECOND, CloudflareClient
+from exporter.cloudflare.client import CloudflareClient
 from exporter.cloudflare.errors import ApiError, PollCounts
 from exporter.collectors import base
 from exporter.collectors.base import Collector
@@ -79,7 +79,7 @@ class Poller:
         self._store = store
         self._transport = transport  # the demo's in-process API; None: the network
         self._limiter = RateLimiter(self._config.cloudflare.requests_per_second)
-        self._graphql_limiter = RateLimiter(GRAPHQL_REQUESTS_PER_SECOND)
+        self._graphql_limiter = RateLimiter(self._config.cloudflare.graphql_queries_per_second)
         self._discovered: list[AccountConfig] = []
         self._accounts: list[AccountConfig] = []
         self._due: dict[Key, float] = {}
@@ -317,6 +317,7 @@ class Poller:
         old, config = self._config, setup.config
         self._setup, self._config = setup, config
         self._limiter.set_rate(config.cloudflare.requests_per_second)  # the one budget, resized in place
+        self._graphql_limiter.set_rate(config.cloudflare.graphql_queries_per_second)
         self._limiter.cap_pause()  # a pause the API asked for stays, never longer than ratelimit.MAX_PAUSE
         if not config.discovery.enabled:
             self._discovered = []
@@ -350,15 +351,18 @@ class Poller:
         queries = sum(request_budget(collectors, len(self._accounts), graphql=True).values())
         total = sum(need.values())
         budget = self._config.cloudflare.requests_per_second * BUDGET_WINDOW
-        key = (round(total, 1), budget, round(queries, 1))
+        key = (round(total, 1), budget, round(queries, 1), self._config.cloudflare.graphql_queries_per_second)
         if key == self._budget_warned:
             return
         self._budget_warned = key
-        if queries > GRAPHQL_LIMIT_PER_5M:
-            log.warning("the enabled collectors need more GraphQL queries than Cloudflare's 300 per 5 minutes per "
-                        "user: analytics polls will run late; lengthen their interval or shard the accounts",
+        graphql_budget = self._config.cloudflare.graphql_queries_per_second * BUDGET_WINDOW
+        if queries > min(graphql_budget, GRAPHQL_LIMIT_PER_5M):
+            log.warning("the enabled collectors need more GraphQL queries per 5 minutes than "
+                        "cloudflare.graphql_queries_per_second allows or Cloudflare's quota of 300 per user: analytics "
+                        "polls will run late; lengthen collectors.gateway_analytics.interval or shard the accounts",
                         extra={"accounts": len(self._accounts), "graphql_per_5m_needed": round(queries, 1),
-                               "graphql_per_5m_limit": GRAPHQL_LIMIT_PER_5M})
+                               "graphql_per_5m_budget": round(graphql_budget, 1),
+                               "graphql_per_5m_cloudflare_default": GRAPHQL_LIMIT_PER_5M})
         fields: dict[str, Any] = {
             "accounts": len(self._accounts), "requests_per_5m_needed": round(total, 1),
             "requests_per_5m_budget": round(budget, 1),

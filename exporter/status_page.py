@@ -24,6 +24,7 @@ from exporter.snapshot import AccountState, EndpointState, Snapshot
 from exporter.words import ago, duration, gmtime, short_utc, utc
 
 MAX_MESSAGE = 300  # characters of an error message shown; the log has all of it
+EMPTY = '<span class="muted">—</span>'
 # Health of an endpoint or an account, worst first: (sort rank, symbol, word, CSS class).
 FAILED = (0, "✖", "failed", "bad")
 PENDING = (1, "…", "not polled yet", "wait")
@@ -119,10 +120,11 @@ def _line(line: StatusLine) -> str:
     return f"<div>{e(line.text)}</div>"
 
 
-def _collector_cells(collector: Collector[Any, Any], state: EndpointState | None,
-                     now: float) -> tuple[list[str], bool]:
-    """The HTML of the collector's columns for one account, and whether they need attention."""
-    blank = ['<span class="muted">—</span>'] * (len(collector.columns) - 1)
+def _collector_cells(collector: Collector[Any, Any], state: EndpointState | None, now: float,
+                     shared: bool) -> tuple[list[str], bool]:
+    """The HTML of the collector's columns for one account, and whether they need attention. In a column other
+    collectors fill too (``shared``), a collector without data names itself."""
+    blank = [EMPTY] * (len(collector.columns) - 1)
     if state is None or state.data is None:
         if state is None:
             why = "not collected"
@@ -130,7 +132,7 @@ def _collector_cells(collector: Collector[Any, Any], state: EndpointState | None
             why = "not enrolled"
         else:
             why = "unknown (never read)"
-        return [f'<span class="muted">{why}</span>', *blank], False
+        return [f'<div class="muted">{e(collector.title) + ": " if shared else ""}{why}</div>', *blank], False
     cells: tuple[StatusCell, ...] = collector.status(state.data, now)
     html_cells = ["".join(_line(line) for line in cell.lines) for cell in cells]
     html_cells[0] += _stale(state, now)
@@ -209,12 +211,16 @@ def _row(account: AccountState, page: PageInput, now: float) -> _Row:
     health = account_health(account)
     account_cell = f'<span class="name">{e(account.name)}</span><code class="id">{e(account.account_id)}</code>'
     cells = [("Health", f"{_badge(health)}{_endpoints_cell(account, page)}"), ("Account", account_cell)]
+    columns: dict[str, list[str]] = {}  # collectors that name the same column share it, one after the other
     attention = False
     for name, collector in page.collectors.items():
-        if collector.columns:
-            found, needs = _collector_cells(collector, account.endpoints.get(name), now)
-            cells += zip(collector.columns, found, strict=True)
-            attention = attention or needs
+        shared = any(c is not collector and set(c.columns) & set(collector.columns) for c in page.collectors.values())
+        found, needs = _collector_cells(collector, account.endpoints.get(name), now, shared) if collector.columns \
+            else ([], False)
+        for column, html_cell in zip(collector.columns, found, strict=True):
+            columns.setdefault(column, []).append(html_cell)
+        attention = attention or needs
+    cells += [(column, f'<div class="cell">{"".join(parts) or EMPTY}</div>') for column, parts in columns.items()]
     cells += [
         ("Polls", f'{_last_poll_cell(account, now)}<div class="next">{_next_poll_cell(account, page, now)}</div>'),
         ("Last error", _error_cell(account, page, now)),
@@ -248,8 +254,8 @@ def render_status_page(page: PageInput) -> str:
         counts[word] = counts.get(word, 0) + 1
     failing = [a for a in accounts if account_health(a) is FAILED]
 
-    headers = ["Health", "Account", *(c for collector in page.collectors.values() for c in collector.columns),
-               "Polls", "Last error"]
+    headers = ["Health", "Account", *dict.fromkeys(c for collector in page.collectors.values()
+                                                   for c in collector.columns), "Polls", "Last error"]
     # Relative links: they still work when a proxy serves the exporter under a path prefix.
     path = e("./" + page.telemetry_path.lstrip("/"))
     ready = page.snapshot.ready
@@ -323,8 +329,9 @@ td small.stale{color:#9a6700}
 border:1px solid}
 .badge.ok{color:#116329;background:#dafbe1;border-color:#4ac26b}
 .badge.bad{color:#82071e;background:#ffebe9;border-color:#cf222e;text-transform:uppercase}
-.badge.warn{color:#7d4e00;background:#fff8c5;border-color:#d4a72c}
+.badge.warn{color:#7d4e00;background:#fff8c5;border-color:#d4a72c;white-space:normal}
 .badge.wait{color:#7d4e00;background:#fff8c5;border-color:#d4a72c}
+.cell{min-width:8.5em;max-width:24em;overflow-wrap:anywhere}
 .endpoints{list-style:none;margin:4px 0 0;padding:0;font-size:12px;color:#57606a;max-width:14em}
 .next{margin-top:6px}
 .endpoints li.bad{color:#82071e;font-weight:600}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,26 @@ from tests.fakeapi import FakeCloudflareAPI, demo_api
 from tests.support import ExporterProcess, start_exporter
 
 TOKEN = "fake-api-token"
+_RUNNING: list[pytest.Item] = []  # the test being set up, run or torn down
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _RUNNING[:] = [item]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A test that starts a program (the exporter, promtool, podman ...) must carry the e2e or container mark, so
+    that ``pytest -m "not e2e and not container"`` stays the fast loop."""
+    start = subprocess.Popen.__init__
+
+    def checked(self: subprocess.Popen[Any], *args: Any, **kwargs: Any) -> None:
+        test = _RUNNING[0] if _RUNNING else None
+        if test is not None and not any(test.get_closest_marker(m) for m in ("e2e", "container")):
+            raise AssertionError(f"{test.nodeid} starts a program ({str(args[0])[:80]}): mark it e2e")
+        start(self, *args, **kwargs)
+
+    subprocess.Popen.__init__ = checked  # type: ignore[method-assign]
 
 
 @pytest.fixture(autouse=True)

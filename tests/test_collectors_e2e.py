@@ -1,4 +1,4 @@
-"""The five collectors through the real exporter process and the fake Cloudflare API on loopback: each turned
+"""The collectors through the real exporter process and the fake Cloudflare API on loopback: each turned
 on or off and polled at its own interval, failures per endpoint, accounts without a feature, divisors, reload,
 never a write request. The start-up budget warning (counted for every enabled collector) in process."""
 
@@ -19,7 +19,7 @@ from exporter.poller import Poller
 from exporter.snapshot import Setup, SnapshotStore
 from tests.conftest import TOKEN
 from tests.fakeapi import FakeCloudflareAPI, Fault, invoice
-from tests.support import ExporterProcess, samples, status_of, value
+from tests.support import COLLECTORS, ExporterProcess, samples, status_of, value
 
 pytestmark = pytest.mark.e2e
 
@@ -64,7 +64,8 @@ def test_each_collector_polls_at_its_own_interval_and_a_disabled_one_never(fake_
     enrolled(fake_api, spending_limit=None, spending_limit_enabled=False)  # spending_limit: 1 request a poll
     collectors = {"invoice_history": {"interval": "2s"}, "credit_balance": {"interval": "1s"},
                   "spending_limit": {"interval": "3s"}, "usage_history": {"enabled": False},
-                  "invoice_preview": {"interval": "6s"}}
+                  "invoice_preview": {"interval": "6s"}, "gateways": {"interval": "3s"},
+                  "gateway_analytics": {"interval": "2s"}}
     exporter = exporter_factory(config_for(fake_api, collectors, interval="10s"))
     first = min(r.time for r in fake_api.requests_for(ACC))
     time.sleep(6.5)
@@ -80,12 +81,15 @@ def test_each_collector_polls_at_its_own_interval_and_a_disabled_one_never(fake_
     assert counts["credit_balance"] in expected(1), (counts, elapsed)
     assert counts["spending_limit"] in expected(3), (counts, elapsed)
     assert counts["invoice_preview"] in expected(6), (counts, elapsed)
+    assert counts["gateway_analytics"] in expected(2), (counts, elapsed)  # one GraphQL query a poll
+    # the gateways collector's polls, and the analytics collector's one read of the rules (every 5 minutes)
+    assert counts["gateways"] - 1 in expected(3), (counts, elapsed)
     assert counts["usage_history"] == 0, "a disabled collector is never polled"
     text = exporter.metrics()
     assert not samples(text, "cloudflare_ai_gateway_usage_amount")
     assert not samples(text, "cloudflare_ai_gateway_poll_success", endpoint="usage_history")
     assert {labels["endpoint"] for labels, _ in samples(text, "cloudflare_ai_gateway_poll_success")} == {
-        "invoice_history", "credit_balance", "spending_limit", "invoice_preview"}
+        "invoice_history", "credit_balance", "spending_limit", "invoice_preview", "gateways", "gateway_analytics"}
     assert fake_api.writes() == []
 
 
@@ -121,9 +125,9 @@ def test_an_account_without_unified_billing_is_polled_fine_and_a_revoked_token_s
                         {"id": ACC3, "name": "revoked", "api_token": "revoked-token-0123456789"})
     exporter = exporter_factory(config)
     text = exporter.wait_metrics(
-        lambda t: len(samples(t, "cloudflare_ai_gateway_poll_success", account="revoked")) == 5,
+        lambda t: len(samples(t, "cloudflare_ai_gateway_poll_success", account="revoked")) == len(COLLECTORS),
         what="every endpoint of every account polled")
-    for endpoint in ("invoice_history", "credit_balance", "spending_limit", "usage_history", "invoice_preview"):
+    for endpoint in COLLECTORS:
         assert value(text, "cloudflare_ai_gateway_poll_success", account="hobby", endpoint=endpoint) == 1
         assert value(text, "cloudflare_ai_gateway_poll_success", account="revoked", endpoint=endpoint) == 0
         assert value(text, "cloudflare_ai_gateway_poll_success", account="production", endpoint=endpoint) == 1
@@ -132,7 +136,7 @@ def test_an_account_without_unified_billing_is_polled_fine_and_a_revoked_token_s
     hobby = {labels["endpoint"]: v for labels, v in
              samples(text, "cloudflare_ai_gateway_endpoint_enrolled", account="hobby")}
     assert hobby == {"invoice_history": 1, "credit_balance": 0, "spending_limit": 1, "usage_history": 1,
-                     "invoice_preview": 0}
+                     "invoice_preview": 0, "gateways": 1, "gateway_analytics": 1}  # no gateways is an answer
     for name in ("credit_balance", "payment_method_present", "auto_topup_failing", "upcoming_invoice_amount_due",
                  "spending_limit_amount", "spending_limit_window_usage"):
         assert not samples(text, f"cloudflare_ai_gateway_{name}", account="hobby"), name
@@ -142,7 +146,7 @@ def test_an_account_without_unified_billing_is_polled_fine_and_a_revoked_token_s
     # the not-enrolled answers (404 and a non-auth 403) are requests, never errors; the revoked token's are auth
     assert value(text, "cloudflare_ai_gateway_api_requests_total", account_id=ACC2, code="404") is not None
     assert not samples(text, "cloudflare_ai_gateway_api_errors_total", account_id=ACC2)
-    assert value(text, "cloudflare_ai_gateway_api_errors_total", account_id=ACC3, reason="auth") == 5
+    assert value(text, "cloudflare_ai_gateway_api_errors_total", account_id=ACC3, reason="auth") == len(COLLECTORS)
     # production: the values of every collector
     assert value(text, "cloudflare_ai_gateway_credit_balance", account="production") == 1234.56
     assert value(text, "cloudflare_ai_gateway_spending_limit_window_usage", account="production") == 42
@@ -161,8 +165,9 @@ def test_every_collector_divides_by_its_own_divisor(fake_api: FakeCloudflareAPI,
     config = config_for(fake_api, collectors)
     config["metrics"] = {"amount_divisor": 50}  # the default of the collectors that set none
     exporter = exporter_factory(config)
-    text = exporter.wait_metrics(lambda t: len(samples(t, "cloudflare_ai_gateway_endpoint_enrolled")) == 5,
-                                 what="every collector polled")
+    text = exporter.wait_metrics(
+        lambda t: len(samples(t, "cloudflare_ai_gateway_endpoint_enrolled")) == len(COLLECTORS),
+        what="every collector polled")
     assert value(text, "cloudflare_ai_gateway_credit_balance") == 123_456
     assert value(text, "cloudflare_ai_gateway_auto_topup_threshold") == 10_000
     assert value(text, "cloudflare_ai_gateway_usage_amount", window="day") == 4.2
@@ -212,25 +217,32 @@ def _poller(caplog: pytest.LogCaptureFixture, accounts: int, collectors: dict[st
 
 def test_the_budget_warning_counts_every_enabled_collector_with_the_numbers(
         caplog: pytest.LogCaptureFixture) -> None:
-    # defaults per account per 5 minutes: invoice history 1, balance 5, spending limit 2, usage 1, preview 1/3
-    assert not _poller(caplog, 90, {})  # 90 x 9.33 = 840 <= 900 (3 requests/s)
+    # defaults per account per 5 minutes: invoice history 1, balance 5, spending limit 2, usage 1, preview 1/3,
+    # gateways 1, analytics 1 (its gateways list): 11.33 requests; and 5 GraphQL queries
+    assert not _poller(caplog, 60, {})  # 680 requests <= 900 (3 requests/s); 300 queries <= 300
     caplog.clear()
-    records = _poller(caplog, 100, {})  # 933.3 > 900, under Cloudflare's 1,200
+    [graphql] = _poller(caplog, 61, {})
+    assert graphql.__dict__["graphql_per_5m_needed"] == 305 and graphql.__dict__["graphql_per_5m_budget"] == 300
+    caplog.clear()
+    analytics_every_5m = {"gateway_analytics": {"interval": "5m"}}  # 1 query and 1 request per 5 minutes
+    assert not _poller(caplog, 79, analytics_every_5m)  # 79 x 11.33 = 895.3
+    caplog.clear()
+    records = _poller(caplog, 100, analytics_every_5m)  # 1133.3 > 900, under Cloudflare's 1,200
     assert len(records) == 1
     fields = records[0].__dict__
-    assert fields["requests_per_5m_needed"] == 933.3 and fields["requests_per_5m_budget"] == 900
+    assert fields["requests_per_5m_needed"] == 1133.3 and fields["requests_per_5m_budget"] == 900
     assert fields["per_collector"] == ("invoice_history=100,credit_balance=500,spending_limit=200,"
-                                       "usage_history=100,invoice_preview=33.3333")
+                                       "usage_history=100,invoice_preview=33.3333,gateways=100,gateway_analytics=100")
     caplog.clear()
     # the same accounts with the balance every 5 minutes fit; more accounts and a higher rate pass 1,200
-    assert not _poller(caplog, 100, {"credit_balance": {"interval": "5m"}})
+    assert not _poller(caplog, 100, {"credit_balance": {"interval": "5m"}, **analytics_every_5m}, rate=3.2)
     caplog.clear()
-    records = _poller(caplog, 200, {}, rate=10)
+    records = _poller(caplog, 200, analytics_every_5m, rate=10)
     assert [r.getMessage().split(":")[0] for r in records] == [
         "the enabled collectors need more than Cloudflare's 1,200 requests per 5 minutes per user "
         "(shared by all of that user's tokens and the dashboard)"]
-    assert records[0].__dict__["requests_per_5m_needed"] == 1866.7
+    assert records[0].__dict__["requests_per_5m_needed"] == 2266.7
     caplog.clear()
     off = {name: {"enabled": False} for name in ("credit_balance", "spending_limit", "usage_history",
-                                                  "invoice_preview")}
+                                                  "invoice_preview", "gateways", "gateway_analytics")}
     assert not _poller(caplog, 800, off)  # invoice history alone: 800 per 5 minutes

@@ -135,6 +135,7 @@ def run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
                           timeout=30, check=False, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)})
 
 
+@pytest.mark.e2e
 def test_config_check_accepts_a_good_config(tmp_path: Path) -> None:
     path = write(tmp_path, f"cloudflare:\n  api_token: abc-token-1\naccounts:\n  - id: {ACC}\n")
     result = run_cli("--config.file", str(path), "--config.check")
@@ -142,6 +143,7 @@ def test_config_check_accepts_a_good_config(tmp_path: Path) -> None:
     assert "OK" in result.stdout
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(("text", "expected"), [
     ("accounts: [\n", "invalid YAML at line"),
     (f"cloudflare:\n  api_token: abc-token-1\naccounts:\n  - id: {ACC}\n    nmae: x\n",
@@ -158,18 +160,21 @@ def test_bad_config_exits_1_with_a_message_and_no_traceback(tmp_path: Path, text
         assert "Traceback" not in result.stderr
 
 
+@pytest.mark.e2e
 def test_missing_config_file_is_named(tmp_path: Path) -> None:
     result = run_cli("--config.file", str(tmp_path / "absent.yaml"))
     assert result.returncode == 1
     assert "absent.yaml: cannot read config file" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.e2e
 def test_bad_listen_address_exits_1(tmp_path: Path) -> None:
     path = write(tmp_path, f"cloudflare:\n  api_token: abc-token-1\naccounts:\n  - id: {ACC}\n")
     result = run_cli("--config.file", str(path), "--web.listen-address", "nonsense")
     assert result.returncode == 1 and "--web.listen-address" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.e2e
 def test_version_flag() -> None:
     result = run_cli("--version")
     assert result.returncode == 0 and "cloudflare-ai-gateway-exporter" in result.stdout

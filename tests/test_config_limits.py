@@ -422,6 +422,7 @@ def test_sighup_with_a_broken_config_keeps_the_exporter_running(tmp_path: Path) 
         proc.stop()
 
 
+@pytest.mark.e2e
 def test_config_check_refuses_endless_token_file_fast(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_text(f"cloudflare:\n  api_token_file: /dev/zero\naccounts: [{ACC}]\n")

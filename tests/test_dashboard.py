@@ -239,6 +239,7 @@ def test_every_query_is_filtered_by_the_variables() -> None:
             assert "group_left (account)" in target["expr"], f"{where}: join the account name"
 
 
+@pytest.mark.e2e
 def test_dashboard_only_uses_metrics_the_exporter_exposes() -> None:
     used: set[str] = set()
     for _, target in targets():

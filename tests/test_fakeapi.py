@@ -505,6 +505,7 @@ def test_ipv6_base_url() -> None:
         fake.stop()
 
 
+@pytest.mark.e2e
 def test_standalone_main() -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.fakeapi", "--listen", "127.0.0.1:0"],

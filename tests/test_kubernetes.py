@@ -272,6 +272,7 @@ def test_single_runs_one_replica() -> None:
     assert deployment["spec"]["strategy"]["type"] == "Recreate"
 
 
+@pytest.mark.e2e
 def test_configmap_passes_config_check(tmp_path: Path) -> None:
     """The exporter itself accepts the ConfigMap's config (with the token set, as in the pod)."""
     cm = _one(_kustomize(KUBE / "base"), "ConfigMap")
@@ -288,6 +289,7 @@ def test_configmap_passes_config_check(tmp_path: Path) -> None:
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
 
 
+@pytest.mark.e2e
 def test_image_default_config_passes_config_check(tmp_path: Path) -> None:
     """deploy/docker/config.yaml, baked into the image, is valid too."""
     proc = subprocess.run(

@@ -107,6 +107,7 @@ def test_json_lines_stay_valid_with_hostile_text(logged: tuple[logging.Logger, i
         assert json.loads(line)["account"] == "x\udcff"
 
 
+@pytest.mark.e2e
 def test_uncaught_exceptions_are_logged_on_one_masked_line() -> None:
     code = f"""
 import threading

@@ -103,6 +103,7 @@ def readme_table() -> dict[str, tuple[str, frozenset[str]]]:
     return table
 
 
+@pytest.mark.e2e
 def test_every_contract_family_is_served_with_its_type_and_labels(demo_once: str) -> None:
     families = {name: (kind, label_sets) for name, kind, label_sets in served(demo_once)}
     for short, (kind, labels) in CONTRACT.items():
@@ -118,6 +119,7 @@ def test_every_contract_family_is_served_with_its_type_and_labels(demo_once: str
     assert all(s.timestamp is None for f in text_string_to_metric_families(demo_once) for s in f.samples)
 
 
+@pytest.mark.e2e
 def test_every_served_family_is_in_the_readme_table_with_its_type_and_labels(demo_once: str) -> None:
     table = readme_table()
     families = list(served(demo_once))

@@ -68,6 +68,7 @@ def test_config_warnings_are_logged_at_start_and_after_each_reload(
     wait_for(lambda: warned() == 2, 10, what="the warning again after the reload")
 
 
+@pytest.mark.e2e
 def test_config_check_prints_every_warning_and_exits_0(fake_api: FakeCloudflareAPI, tmp_path: Path) -> None:
     import yaml
 
@@ -80,6 +81,7 @@ def test_config_check_prints_every_warning_and_exits_0(fake_api: FakeCloudflareA
     assert lines[-1] == f"{path}: OK (1 account, discovery off)"
 
 
+@pytest.mark.e2e
 def test_a_listen_address_in_use_is_named(fake_api: FakeCloudflareAPI, tmp_path: Path) -> None:
     import yaml
 
@@ -95,6 +97,7 @@ def test_a_listen_address_in_use_is_named(fake_api: FakeCloudflareAPI, tmp_path:
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.e2e
 def test_demo_once_says_the_legacy_failure_is_by_design_and_exits_0() -> None:
     done = cli("--demo", "--once")
     assert done.returncode == 0, done.stderr

@@ -120,6 +120,7 @@ def test_every_entry_has_its_link() -> None:
 # ---- scripts/changelog-entry.py: the GitHub release's body
 
 
+@pytest.mark.e2e
 def test_entry_of_the_current_version_is_its_section_unwrapped() -> None:
     done = run_script("changelog-entry.py", exporter.__version__)
     assert done.returncode == 0, done.stderr
@@ -134,6 +135,7 @@ def test_entry_of_the_current_version_is_its_section_unwrapped() -> None:
         assert not line.startswith("  ") or line.lstrip().startswith("- "), repr(line)
 
 
+@pytest.mark.e2e
 def test_entry_unwraps_paragraphs_and_items_but_not_code(tmp_path: Path) -> None:
     source = tmp_path / "CHANGELOG.md"
     source.write_text(
@@ -155,6 +157,7 @@ def test_entry_unwraps_paragraphs_and_items_but_not_code(tmp_path: Path) -> None
     assert oldest.stdout == "### Added\n\n- older\n", "the link definitions belong to no entry"
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("version", ["9.9.9", "v0.1.0", "0.1"])
 def test_entry_of_a_version_without_one_fails(version: str) -> None:
     done = run_script("changelog-entry.py", version)
@@ -163,6 +166,7 @@ def test_entry_of_a_version_without_one_fails(version: str) -> None:
     assert done.stdout == ""
 
 
+@pytest.mark.e2e
 def test_an_empty_entry_is_refused(tmp_path: Path) -> None:
     source = tmp_path / "CHANGELOG.md"
     source.write_text("## [Unreleased]\n\n### Added\n\n### Fixed\n\n## [1.0.0] - 2026-01-01\n\n- x\n")
@@ -184,17 +188,20 @@ def fake_repo(tmp_path: Path, version: str, changelog_text: str) -> Path:
 RELEASED_1_2_0 = "## [Unreleased]\n\n### Added\n\n## [1.2.0] - 2027-01-02\n\n### Added\n\n- x\n"
 
 
+@pytest.mark.e2e
 def test_tag_check_passes_for_this_checkout() -> None:
     done = run_script("check-release-tag.py", f"v{exporter.__version__}")
     assert done.returncode == 0, done.stderr
 
 
+@pytest.mark.e2e
 def test_tag_check_passes_when_tag_version_and_changelog_agree(tmp_path: Path) -> None:
     root = fake_repo(tmp_path, "1.2.0", RELEASED_1_2_0)
     done = run_script("check-release-tag.py", "v1.2.0", "--root", str(root))
     assert done.returncode == 0, done.stderr
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("tag", "version", "text", "problem"),
     [

@@ -80,6 +80,7 @@ def dist_with(tmp_path: Path, sdist: dict[str, bytes], wheel: dict[str, bytes]) 
     return dist
 
 
+@pytest.mark.e2e
 def test_good_distributions_pass(tmp_path: Path, root: Path) -> None:
     done = check(dist_with(tmp_path, GOOD_SDIST, GOOD_WHEEL), root)
     assert done.returncode == 0, done.stderr
@@ -122,6 +123,7 @@ def test_good_distributions_pass(tmp_path: Path, root: Path) -> None:
         ),
     ],
 )
+@pytest.mark.e2e
 def test_a_missing_or_wrong_licence_or_version_fails(
     tmp_path: Path, root: Path, sdist: dict[str, bytes], wheel: dict[str, bytes], problem: str
 ) -> None:
@@ -130,6 +132,7 @@ def test_a_missing_or_wrong_licence_or_version_fails(
     assert problem in done.stderr, done.stderr
 
 
+@pytest.mark.e2e
 def test_a_stale_file_beside_the_new_ones_fails(tmp_path: Path, root: Path) -> None:
     dist = dist_with(tmp_path, GOOD_SDIST, GOOD_WHEEL)
     (dist / "cloudflare_ai_gateway_exporter-1.1.0-py3-none-any.whl").write_bytes(b"")
@@ -138,6 +141,7 @@ def test_a_stale_file_beside_the_new_ones_fails(tmp_path: Path, root: Path) -> N
     assert "expected one sdist and one wheel" in done.stderr
 
 
+@pytest.mark.e2e
 def test_build_dist_refuses_a_directory_with_files_in_it(tmp_path: Path) -> None:
     """Nothing is built into a directory holding an older build: a release would upload both."""
     (tmp_path / "old.whl").write_bytes(b"")

@@ -8,6 +8,7 @@ import platform
 import subprocess
 import sys
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import exporter
@@ -20,6 +21,7 @@ def run_exporter(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.e2e
 def test_version_flag_shows_the_package_version() -> None:
     done = run_exporter("--version")
     assert done.returncode == 0, done.stderr
@@ -27,6 +29,7 @@ def test_version_flag_shows_the_package_version() -> None:
     assert done.stdout == f"cloudflare-ai-gateway-exporter {exporter.__version__} (Python {python})\n"
 
 
+@pytest.mark.e2e
 def test_build_info_metric_carries_the_package_version() -> None:
     done = run_exporter("--demo", "--once", "--log.level", "error")
     assert done.returncode == 0, done.stderr

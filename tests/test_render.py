@@ -219,6 +219,7 @@ def gzip_members(body: bytes) -> int:
     return count
 
 
+@pytest.mark.e2e
 def test_the_gzip_answer_is_many_members_read_whole_by_python_gzip_and_promtool(
         tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(render_blocks, "BLOCK_BYTES", 1024)  # many blocks, so many members to read and splice

@@ -73,12 +73,14 @@ def _ok(done: Any) -> None:
 # ---- the real tools ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_promtool_check_rules() -> None:
     done = run_tool(find_program("promtool"), "check", "rules", str(ALERTS_FILE))
     _ok(done)
     assert "SUCCESS" in done.stdout
 
 
+@pytest.mark.e2e
 def test_promtool_rule_unit_tests() -> None:
     """prometheus/alerts_test.yml: every alert firing and not firing, with its exact annotations."""
     done = run_tool(find_program("promtool"), "test", "rules", str(PROMETHEUS_DIR / "alerts_test.yml"))
@@ -86,6 +88,7 @@ def test_promtool_rule_unit_tests() -> None:
     assert "SUCCESS" in done.stdout
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", PROMETHEUS_CONFIGS)
 def test_promtool_check_config(name: str) -> None:
     done = run_tool(find_program("promtool"), "check", "config", str(PROMETHEUS_DIR / name))
@@ -93,6 +96,7 @@ def test_promtool_check_config(name: str) -> None:
     assert "SUCCESS: 1 rule files found" in done.stdout + done.stderr
 
 
+@pytest.mark.e2e
 def test_amtool_check_config() -> None:
     done = run_tool(find_program("amtool"), "check-config", str(PROMETHEUS_DIR / "alertmanager.example.yml"))
     _ok(done)
@@ -120,6 +124,7 @@ RESEARCH = {"account": "research", "account_id": "6c2f8e1a3b5d7f9e0a4c6e8b1d3f5a
       "gateway": "batch"}, "billing-tickets"),
     ({"alertname": "SomethingElse", "severity": "critical"}, "default"),
 ])
+@pytest.mark.e2e
 def test_alertmanager_routes(labels: dict[str, str], receiver: str) -> None:
     config = PROMETHEUS_DIR / "alertmanager.example.yml"
     done = run_tool(find_program("amtool"), "config", "routes", "test", f"--config.file={config}",
@@ -156,6 +161,7 @@ def test_spend_limit_rule_reached_holds_back_near_of_the_same_rule_only() -> Non
         "a reached rule must not hide the 429s of the gateway's own rate limit or of the Unified Billing ceiling")
 
 
+@pytest.mark.e2e
 def test_docker_compose_config() -> None:
     """The demo stack parses (no container engine needed), and every file it mounts exists."""
     done = run_tool(find_program("docker-compose"), "-f", str(REPO / "docker-compose.yml"), "config")
@@ -357,6 +363,7 @@ def test_job_name_is_named_once_and_matches_the_example_configs() -> None:
         assert job.group(1) in jobs, f"{name} has no scrape job {job.group(1)!r}: {jobs}"
 
 
+@pytest.mark.e2e
 def test_rules_only_use_metrics_the_exporter_exposes() -> None:
     doc = load_yaml(ALERTS_FILE)
     used: set[str] = set()
@@ -370,6 +377,7 @@ def test_rules_only_use_metrics_the_exporter_exposes() -> None:
     assert not missing, f"alerts.yml uses metrics the exporter does not expose: {sorted(missing)}"
 
 
+@pytest.mark.e2e
 def test_runbook_base_url_can_be_set_when_generating_the_prometheusrule(tmp_path: Path) -> None:
     """scripts/gen-prometheusrule.py --runbook-base-url sets the one label every runbook_url is built from."""
     out = tmp_path / "rule.yaml"

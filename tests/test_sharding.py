@@ -85,6 +85,7 @@ def test_case_and_whitespace_do_not_matter() -> None:
             assert shard_of(f" {account_id}\n", total) == shard_of(account_id, total)
 
 
+@pytest.mark.e2e
 def test_stable_across_processes() -> None:
     """Python's own hash() is salted per process; the shard must not be."""
     code = "import sys; from exporter.sharding import shard_of; print([shard_of(a, 5) for a in sys.argv[1:]])"

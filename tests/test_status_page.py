@@ -92,7 +92,7 @@ def test_data_from_an_older_poll_is_shown_as_such_when_the_latest_failed() -> No
     (row,) = rows(page_of(store, config((A1, "research")), now=NOW))
     assert "145.37 USD" in row and "16.31 EUR" in row and "2 unpaid invoices" in row
     assert "as of 10 min ago (last poll failed)" in row
-    assert "4 failed" in row and "40 days" in row and "timeout" in row
+    assert "4 failed payment attempts" in row and "40 days" in row and "timeout" in row
 
 
 def test_every_value_is_escaped() -> None:

@@ -100,9 +100,12 @@ def test_status_page_in_chromium(demo_exporter: ExporterProcess, viewport: str, 
 
 
 def crowded_page() -> str:
-    """Five endpoints per account, a credit balance column, hostile and long names, a 300-character error."""
+    """Every billing endpoint per account, a credit balance column, gateways with hostile rule ids, hostile and
+    long names, a 300-character error."""
     from types import SimpleNamespace
 
+    from exporter.collectors.gateway_analytics import Analytics, RuleUsage
+    from exporter.collectors.gateways import parse_gateway
     from exporter.collectors.invoice_history import InvoiceData, parse_invoice, totals
     from exporter.snapshot import EndpointState
     from tests.support import config_with, page_for, poll_counts, store_for
@@ -133,6 +136,23 @@ def crowded_page() -> str:
     record("e" * 32, "invoice_history", ok(unpaid))
     record("e" * 32, "credit_balance", ok(SimpleNamespace(balance=100, auto_topup_failing=False)).after_failure(
         "timeout", f"timed out {HOSTILE} " + "x" * 400, now, 0.1))
+    # Gateways with hostile rule ids, rules near and over their limit, and a rate limit refusing requests.
+    raw_gateways = [{"id": f"gateway-{n}-with-a-long-name", "rate_limiting_limit": 60, "rate_limiting_interval": 60,
+                     "spend_limits": {"rules": [{"id": HOSTILE + "x" * 60, "limit": 300, "window": 86400},
+                                                {"id": f"rule-{n}", "limit": 40, "window": 3600}]}}
+                    for n in range(6)]
+    gateways = tuple(g for g in map(parse_gateway, raw_gateways) if g is not None)
+    usages = tuple(RuleUsage(g.id, rule, rule.limit * 1.25) for g in gateways for rule in g.rules)
+    analytics = Analytics(now, {}, rules=usages, refused={g.id: 12345 for g in gateways})
+    endpoints += ["gateways", "gateway_analytics"]
+    store.set_accounts(names.items(), endpoints)
+    for account_id in ("a" * 32, "c" * 32, "d" * 32):
+        record(account_id, "gateways", ok(()))
+        record(account_id, "gateway_analytics", ok(Analytics(now, {})))
+    for ep in ("gateways", "gateway_analytics"):
+        record("b" * 32, ep, EndpointState().after_failure("auth", "HTTP 403: [1000] Invalid API Token", now, 0.1))
+    record("e" * 32, "gateways", ok(gateways))
+    record("e" * 32, "gateway_analytics", ok(analytics))
     return page_for(store.snapshot(), now=now,
                     next_polls={(i, ep): now + 100 for i in names for ep in endpoints})
 
@@ -160,8 +180,10 @@ def test_a_crowded_hostile_page_in_chromium(viewport: str, tmp_path: Path) -> No
     rows = layout["rows"]
     assert [r["cls"] for r in rows] == ["bad", "bad", "wait", "ok", "ok", "ok"]
     assert HOSTILE in rows[0]["text"] and "timeout" in rows[0]["text"]  # the hostile name, as text
-    assert "all 5 endpoints" in rows[1]["text"] and "legacy" in rows[1]["text"]
+    assert "all 7 endpoints" in rows[1]["text"] and "legacy" in rows[1]["text"]
     assert "auto top-up failing" in next(r["text"] for r in rows if "research" in r["text"])
+    assert "125% of 300.00 USD (reached: traffic refused)" in rows[0]["text"]
+    assert "12,345 requests refused by a rate limit" in rows[0]["text"]
 
 
 def test_png_checks_tell_a_blank_image() -> None:

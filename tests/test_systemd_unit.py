@@ -38,6 +38,7 @@ def local_copy(tmp_path: Path) -> Path:
     return copy
 
 
+@pytest.mark.e2e
 @needs_systemd
 def test_systemd_analyze_verify_finds_nothing(tmp_path: Path) -> None:
     assert ANALYZE is not None
@@ -48,6 +49,7 @@ def test_systemd_analyze_verify_finds_nothing(tmp_path: Path) -> None:
     assert done.returncode == 0 and findings == [], done.stdout + done.stderr
 
 
+@pytest.mark.e2e
 @needs_systemd
 def test_systemd_rates_the_unit_ok(tmp_path: Path) -> None:
     assert ANALYZE is not None
@@ -82,6 +84,7 @@ def test_the_unit_is_hardened_and_matches_the_docs() -> None:
     assert "--config.file=/etc/cloudflare-ai-gateway-exporter/config.yaml" in one["ExecStart"]
 
 
+@pytest.mark.e2e
 def test_the_documented_config_reads_the_token_systemd_hands_over(tmp_path: Path) -> None:
     """The docs' config block, with $CREDENTIALS_DIRECTORY as systemd sets it: --config.check accepts it."""
     docs = (REPO / "docs" / "systemd.md").read_text()

@@ -39,8 +39,6 @@ MAX_ERROR_ENTRIES = 5  # `errors` entries of one answer kept in a message; the r
 MAX_ITEMS_PER_PAGE = 1000  # items in one page (cloudflare.per_page is at most 1,000)
 MAX_NAME_CHARS = 200  # an account name from discovery is cut to this length
 MAX_DISCOVERED_ACCOUNTS = 10_000  # accounts one discovery may list
-# Cloudflare's GraphQL quota: 300 queries per 5 minutes per user, apart from the REST budget.
-GRAPHQL_REQUESTS_PER_SECOND = 1.0
 _RATELIMIT_RE = re.compile(r"r=(\d{1,9})(?:.*?;t=(\d{1,9}))?")
 
 def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -> float | None:
@@ -124,7 +122,7 @@ class CloudflareClient:
                  graphql_limiter: RateLimiter | None = None) -> None:
         self.config = config
         self.limiter = limiter
-        self.graphql_limiter = graphql_limiter or RateLimiter(GRAPHQL_REQUESTS_PER_SECOND)
+        self.graphql_limiter = graphql_limiter or RateLimiter(config.graphql_queries_per_second)
         self.http = http
         self._sleep = sleep
 
@@ -159,9 +157,9 @@ class CloudflareClient:
     async def graphql(self, document: str, variables: dict[str, Any], credentials: Credentials,
                       counts: Recorder) -> dict[str, Any]:
         """``POST /graphql`` once, never retried (a collector sends at most one query per account per poll, and
-        the next poll asks again), within both the GraphQL quota and the REST budget; its ``data`` object."""
+        the next poll asks again), paced within the GraphQL quota, which Cloudflare counts apart from the REST
+        budget; its ``data`` object."""
         await self.graphql_limiter.acquire()
-        await self.limiter.acquire()
         answer = await self._exchange("POST", "/graphql", credentials, counts,
                                       json={"query": document, "variables": variables})
         judged = graphql.judge(answer.status, answer.body)

@@ -271,7 +271,7 @@ class GatewayAnalyticsCollector(Collector[GatewayAnalyticsSettings, Analytics]):
     name = "gateway_analytics"
     title = "gateway analytics"
     settings_type = GatewayAnalyticsSettings
-    columns = ("Spend limits",)
+    columns = ("Gateways",)
     graphql_per_poll = 1
     routes = (Route("gateway_analytics", "/graphql", _answer, "POST"),)
     families = (REQUESTS, CACHED, ERRORED, RATE_LIMITED, TOKENS, COST, RULE_USAGE, FOLDED)
@@ -353,7 +353,7 @@ class GatewayAnalyticsCollector(Collector[GatewayAnalyticsSettings, Analytics]):
                 attention = True
                 lines.append(StatusLine(f"{gateway}: {data.refused[gateway]:,.0f} requests refused by a rate limit",
                                         "warn"))
-        return (StatusCell(tuple(lines) or (StatusLine("no spend-limit rules"),), attention),)
+        return (StatusCell(tuple(lines), attention),)
 
 
 COLLECTOR = GatewayAnalyticsCollector

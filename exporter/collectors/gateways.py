@@ -289,11 +289,13 @@ class GatewaysCollector(Collector[GatewaysSettings, tuple[Gateway, ...]]):
             return (StatusCell((StatusLine("no gateways"),)),)
         lines = []
         for gw in data[:MAX_SHOWN]:
-            rules = f"{len(gw.rules)} spend-limit rule{'' if len(gw.rules) == 1 else 's'}"
-            if gw.rules and not any(r.enabled for r in gw.rules):
-                rules += " (off)"
-            rate = f", rate limit {gw.rate_limit:g} per {gw.rate_interval:g} s" if gw.rate_limit else ""
-            lines.append(StatusLine(f"{gw.id}: {rules}{rate}"))
+            limits = []
+            if gw.rules:
+                off = "" if any(r.enabled for r in gw.rules) else " (off)"
+                limits.append(f"{len(gw.rules)} spend-limit rule{'' if len(gw.rules) == 1 else 's'}{off}")
+            if gw.rate_limit:
+                limits.append(f"rate limit {gw.rate_limit:g} per {gw.rate_interval:g} s")
+            lines.append(StatusLine(f"{gw.id}: {', '.join(limits) or 'no limits'}"))
         if len(data) > MAX_SHOWN:
             lines.append(StatusLine(f"and {len(data) - MAX_SHOWN} more", "note"))
         return (StatusCell(tuple(lines)),)

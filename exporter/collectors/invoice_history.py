@@ -316,7 +316,7 @@ class InvoiceHistoryCollector(Collector[InvoiceHistorySettings, InvoiceData]):
     name = "invoice_history"
     title = "invoices"
     settings_type = InvoiceHistorySettings
-    columns = ("Unpaid", "Failed payments")
+    columns = ("Unpaid",)
     routes = (Route("invoice_history", PATH, _answer),)
     sample = staticmethod(_sample)
 
@@ -381,25 +381,23 @@ class InvoiceHistoryCollector(Collector[InvoiceHistorySettings, InvoiceData]):
         out.add(self.info, (*info, inv.invoice_pdf or "") if self.pdf else info, 1.0)
 
     def status(self, data: InvoiceData, now: float) -> tuple[StatusCell, ...]:
+        """What is unpaid per currency, how many invoices and since when, failed payment attempts."""
         t = data.totals
         divisor = self.settings.amount_divisor
-        owed = [StatusLine(f"{v / divisor:,.2f} {c.upper()}", "amount") for c, v in t.remaining.items() if v > 0]
-        if not owed:
-            unpaid = StatusCell((StatusLine("nothing unpaid", "amount"),))
+        lines = [StatusLine(f"{v / divisor:,.2f} {c.upper()}", "amount") for c, v in t.remaining.items() if v > 0]
+        if not lines:
+            lines.append(StatusLine("nothing unpaid", "amount"))
         else:
-            notes = [StatusLine(f"{t.unpaid} unpaid invoice{'' if t.unpaid == 1 else 's'}", "note")]
+            lines.append(StatusLine(f"{t.unpaid} unpaid invoice{'' if t.unpaid == 1 else 's'}", "note"))
             if t.oldest_unpaid is not None:
-                notes.append(StatusLine(f"oldest {duration(now - t.oldest_unpaid)} (since {date(t.oldest_unpaid)})",
+                lines.append(StatusLine(f"oldest {duration(now - t.oldest_unpaid)} (since {date(t.oldest_unpaid)})",
                                         "note"))
-            unpaid = StatusCell((*owed, *notes))
+        if t.failed_attempts > 0:
+            attempts = f"{t.failed_attempts:.0f} failed payment attempt{'' if t.failed_attempts == 1 else 's'}"
+            lines.append(StatusLine(attempts, "warn"))
         if not data.complete:
-            unpaid = StatusCell((*unpaid.lines, StatusLine("history incomplete: the API ignores page", "warn")), True)
-        failed = t.failed_attempts
-        if failed > 0:
-            attempts = StatusCell((StatusLine(f"{failed:.0f} failed", "warn"),), attention=True)
-        else:
-            attempts = StatusCell((StatusLine("0"),))
-        return unpaid, attempts
+            lines.append(StatusLine("history incomplete: the API ignores page", "warn"))
+        return (StatusCell(tuple(lines), attention=t.failed_attempts > 0 or not data.complete),)
 
 
 COLLECTOR = InvoiceHistoryCollector

@@ -79,7 +79,8 @@ def parse_config(raw: Any, source: str = "config", environ: Mapping[str, str] | 
                                  "collectors"))
 
     cf_doc = walk.section(top.get("cloudflare"), "cloudflare", (
-        "base_url", "timeout", "requests_per_second", "max_retries", "per_page", "max_pages", *CREDENTIAL_KEYS,
+        "base_url", "timeout", "requests_per_second", "graphql_queries_per_second", "max_retries", "per_page",
+        "max_pages", *CREDENTIAL_KEYS,
     ))
     global_creds, global_broken = credentials(walk, cf_doc, "cloudflare")
     if global_creds is None and not global_broken and not any(cf_doc.get(k) for k in CREDENTIAL_KEYS):
@@ -90,6 +91,8 @@ def parse_config(raw: Any, source: str = "config", environ: Mapping[str, str] | 
         base_url=walk.value(cf_doc, "cloudflare", "base_url", base_url, DEFAULT_BASE_URL),
         timeout=walk.value(cf_doc, "cloudflare", "timeout", TIMEOUT, 10.0),
         requests_per_second=walk.value(cf_doc, "cloudflare", "requests_per_second", REQUESTS_PER_SECOND, 3.0),
+        graphql_queries_per_second=walk.value(cf_doc, "cloudflare", "graphql_queries_per_second",
+                                              REQUESTS_PER_SECOND, 1.0),
         max_retries=walk.value(cf_doc, "cloudflare", "max_retries", MAX_RETRIES, 3),
         per_page=walk.value(cf_doc, "cloudflare", "per_page", PER_PAGE, None),
         max_pages=walk.value(cf_doc, "cloudflare", "max_pages", MAX_PAGES, 100),

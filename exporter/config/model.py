@@ -54,6 +54,7 @@ class CloudflareConfig:
     base_url: str = DEFAULT_BASE_URL
     timeout: float = 10.0
     requests_per_second: float = 3.0
+    graphql_queries_per_second: float = 1.0  # Cloudflare's GraphQL quota: 300 per 5 minutes per user
     max_retries: int = 3
     per_page: int | None = None
     max_pages: int = 100
