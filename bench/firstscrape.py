@@ -30,8 +30,8 @@ from bench.fakeserver import account_id, account_name, make_invoices
 from exporter.collectors.invoice_history import InvoiceData, parse_invoice, totals
 from exporter.config import Config, MetricsConfig
 from exporter.render import ExporterStatus, Rendered, Renderer
-from exporter.server import batches, send_buffers
 from exporter.snapshot import EndpointState, SnapshotStore
+from exporter.web.send import batches, send_buffers
 
 ENDPOINT = "invoice_history"
 VARIANTS = {  # name -> (Accept, Accept-Encoding, User-Agent)

@@ -20,33 +20,17 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from email.message import Message
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import Any, Protocol
+from typing import Any
 
 from exporter import __version__
-from exporter.webconfig import WebConfig
+from exporter.web import limits
+from exporter.web.routes import WebApp
+from exporter.web.send import batches, send_buffers
 
 log = logging.getLogger("exporter.http")
-WRITE_BATCH = 256 * 1024
-MAX_BUFFERS = 256  # buffers per sendmsg, well under IOV_MAX (1,024 on Linux)
 TLS_HANDSHAKE_RECORD = 0x16
-
-# Limits on what HTTP clients may make the exporter do (docs/limits.md lists them all).
-MAX_HANDLER_THREADS = 16  # requests answered at once; more wait in line (their connections stay open)
-MAX_CONNECTIONS = 512  # open connections per listen address, at most half the process's descriptor limit
-REQUEST_TIMEOUT = 10.0  # from a connection's first byte (or its TLS handshake) to the end of its request head
-IDLE_TIMEOUT = 30.0  # a connection with no request yet, or kept alive between requests
-WRITE_TIMEOUT = 30.0  # writing one batch (about 256 kB) of an answer, however steadily the client reads
-MAX_HEAD_BYTES = 16 * 1024  # request line and headers; also at most 100 header lines (http.client)
-MAX_BODY = 64 * 1024  # a request body (POST /-/reload needs none)
-# After a keep-alive answer the handler thread waits this long for the next request head on the same connection
-# before handing it back to the accept loop: a scraper answered back to back is served by one thread, not by a
-# hand-off through the accept loop per request (that halved small-scrape throughput). Only while no other
-# request waits in line, and only a complete head keeps the thread: a slow client still holds none.
-KEEPALIVE_LINGER = 0.005
 
 
 class HeadTooLarge(http.client.HTTPException):
@@ -61,7 +45,7 @@ class _Reader:
         self.sock = sock
         self.buffer = bytearray(buffer)
         self.deadline = deadline
-        self.head_left: int | None = MAX_HEAD_BYTES  # None once the head is read
+        self.head_left: int | None = limits.MAX_HEAD_BYTES  # None once the head is read
 
     def _fill(self) -> bool:
         remaining = self.deadline - time.monotonic()
@@ -78,7 +62,7 @@ class _Reader:
         if self.head_left is not None:
             self.head_left -= len(data)
             if self.head_left < 0:
-                raise HeadTooLarge(f"request head larger than {MAX_HEAD_BYTES} bytes")
+                raise HeadTooLarge(f"request head larger than {limits.MAX_HEAD_BYTES} bytes")
         return data
 
     def readline(self, limit: int = -1) -> bytes:
@@ -89,7 +73,7 @@ class _Reader:
             if 0 <= limit <= len(self.buffer):
                 return self._take(limit)
             if self.head_left is not None and len(self.buffer) > self.head_left:
-                raise HeadTooLarge(f"request head larger than {MAX_HEAD_BYTES} bytes")
+                raise HeadTooLarge(f"request head larger than {limits.MAX_HEAD_BYTES} bytes")
             if not self._fill():
                 return self._take(len(self.buffer))
 
@@ -107,8 +91,8 @@ class _Writer:
         self.sock = sock
 
     def write(self, data: bytes | memoryview) -> int:
-        if self.sock.gettimeout() != WRITE_TIMEOUT:
-            self.sock.settimeout(WRITE_TIMEOUT)
+        if self.sock.gettimeout() != limits.WRITE_TIMEOUT:
+            self.sock.settimeout(limits.WRITE_TIMEOUT)
         self.sock.sendall(data)
         return len(data)
 
@@ -160,32 +144,13 @@ def parse_listen_address(text: str) -> ListenAddress:
     return ListenAddress(str(sockaddr[0]), port, family)
 
 
-@dataclass(frozen=True)
-class Response:
-    status: int
-    body: bytes | tuple[bytes | memoryview, ...]  # bytes, or chunks written one after another
-    content_type: str = "text/plain; charset=utf-8"
-    headers: Mapping[str, str] = field(default_factory=dict)
-
-
-RouteHandler = Callable[[Message], Response]  # gets the request headers
-
-
-class WebApp(Protocol):
-    """What the HTTP side needs: the route table (path -> method -> handler) and the web config."""
-
-    routes: Mapping[str, Mapping[str, RouteHandler]]
-
-    def web_config(self) -> WebConfig: ...
-
-
 class _Server(HTTPServer):
     """Serves one listen address: one thread accepts connections and reads request heads without blocking,
     at most MAX_HANDLER_THREADS threads answer requests. Idle and slow clients cost no thread and are cut at
     their deadline; past MAX_CONNECTIONS the oldest connection without a request in progress is closed, so a
     scraper is always answered."""
 
-    request_queue_size = 128
+    request_queue_size = limits.LISTEN_BACKLOG
 
     def __init__(self, address: ListenAddress, handler: type[BaseHTTPRequestHandler], app: WebApp) -> None:
         self.address_family = address.family
@@ -201,8 +166,8 @@ class _Server(HTTPServer):
             raise
         self.socket.setblocking(False)
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-        self.max_connections = MAX_CONNECTIONS if soft == resource.RLIM_INFINITY else \
-            max(8, min(MAX_CONNECTIONS, soft // 2))
+        self.max_connections = limits.MAX_CONNECTIONS if soft == resource.RLIM_INFINITY else \
+            max(8, min(limits.MAX_CONNECTIONS, soft // 2))
         self._selector = selectors.DefaultSelector()
         self._waiting: dict[int, _Conn] = {}  # fd -> connection waiting for its (next) request
         self._busy = 0  # connections in a handler thread
@@ -256,7 +221,7 @@ class _Server(HTTPServer):
                 continue
             sock.setblocking(False)
             now = time.monotonic()
-            self._wait(_Conn(sock, address, now + IDLE_TIMEOUT))
+            self._wait(_Conn(sock, address, now + limits.IDLE_TIMEOUT))
 
     def _wait(self, conn: _Conn) -> None:
         if conn.buffer and _head_complete(conn.buffer):
@@ -303,9 +268,9 @@ class _Server(HTTPServer):
             return
         if not conn.buffer:
             conn.started = time.monotonic()
-            conn.deadline = min(conn.deadline, conn.started + REQUEST_TIMEOUT)
+            conn.deadline = min(conn.deadline, conn.started + limits.REQUEST_TIMEOUT)
         conn.buffer += data
-        if _head_complete(conn.buffer) or len(conn.buffer) > MAX_HEAD_BYTES:
+        if _head_complete(conn.buffer) or len(conn.buffer) > limits.MAX_HEAD_BYTES:
             self._unwait(conn)
             self._dispatch(conn)
 
@@ -314,7 +279,7 @@ class _Server(HTTPServer):
             conn.started = time.monotonic()
         with self._lock:
             self._busy += 1
-            more = self._busy > len(self._threads) and len(self._threads) < MAX_HANDLER_THREADS
+            more = self._busy > len(self._threads) and len(self._threads) < limits.MAX_HANDLER_THREADS
         if more:
             thread = threading.Thread(target=self._worker, name=f"http-{self.server_address[1]}-"
                                       f"{len(self._threads)}", daemon=True)
@@ -337,10 +302,10 @@ class _Server(HTTPServer):
                 continue
             if conn.buffer:  # part of the next request came already: its REQUEST_TIMEOUT runs from its first byte
                 conn.started = conn.started or time.monotonic()
-                conn.deadline = conn.started + REQUEST_TIMEOUT
+                conn.deadline = conn.started + limits.REQUEST_TIMEOUT
             else:
                 conn.started = 0.0
-                conn.deadline = time.monotonic() + IDLE_TIMEOUT
+                conn.deadline = time.monotonic() + limits.IDLE_TIMEOUT
             with contextlib.suppress(OSError, ValueError):
                 conn.sock.setblocking(False)
                 self._wait(conn)
@@ -379,11 +344,11 @@ class _Server(HTTPServer):
         conn.started = time.monotonic() if conn.buffer else 0.0  # the next request's first byte
         if self._stop.is_set() or not self._jobs.empty():
             return False
-        linger_end = time.monotonic() + KEEPALIVE_LINGER
+        linger_end = time.monotonic() + limits.KEEPALIVE_LINGER
         poller = select.poll()
         poller.register(conn.sock.fileno(), select.POLLIN)
         conn.sock.settimeout(0.0)
-        while not _head_complete(conn.buffer) and len(conn.buffer) <= MAX_HEAD_BYTES:
+        while not _head_complete(conn.buffer) and len(conn.buffer) <= limits.MAX_HEAD_BYTES:
             if conn.tls and isinstance(conn.sock, ssl.SSLSocket) and conn.sock.pending():
                 break
             remaining = linger_end - time.monotonic()
@@ -405,7 +370,7 @@ class _Server(HTTPServer):
 
     def _handle(self, conn: _Conn) -> bool:
         """Answer one request; True if the connection stays open for the next one."""
-        deadline = conn.started + REQUEST_TIMEOUT
+        deadline = conn.started + limits.REQUEST_TIMEOUT
         conn.sock.setblocking(True)
         context = self.app.web_config().ssl_context
         if context is not None and not conn.tls:
@@ -464,52 +429,6 @@ class _Server(HTTPServer):
             return len(self._waiting), self._busy
 
 
-def batches(chunks: Sequence[bytes | memoryview]) -> Iterator[list[bytes | memoryview]]:
-    """The chunks (a few hundred kept blocks) in batches of about WRITE_BATCH bytes and at most MAX_BUFFERS
-    buffers; a chunk larger than a batch (one account's lines may be megabytes) goes out in slices of its own."""
-    batch: list[bytes | memoryview] = []
-    size = 0
-    for chunk in chunks:
-        if len(chunk) > WRITE_BATCH:
-            if batch:
-                yield batch
-                batch, size = [], 0
-            view = memoryview(chunk)
-            for start in range(0, len(view), WRITE_BATCH):
-                yield [view[start:start + WRITE_BATCH]]
-            continue
-        batch.append(chunk)
-        size += len(chunk)
-        if size >= WRITE_BATCH or len(batch) >= MAX_BUFFERS:
-            yield batch
-            batch, size = [], 0
-    if batch:
-        yield batch
-
-
-def send_buffers(sock: socket.socket, buffers: list[bytes | memoryview], deadline: float) -> None:
-    """Send every buffer, in order, by ``deadline`` (monotonic), with as few system calls as the socket allows:
-    ``sendmsg`` hands the kernel the buffers as they are (no copy in Python: 40 % less CPU per scrape than
-    joining them, or than a ``sendall`` per 64 kB block, with 16 clients at 12.5 MB). A TLS socket has no
-    ``sendmsg``: the buffers are joined."""
-    if isinstance(sock, ssl.SSLSocket):
-        sock.settimeout(max(0.0, deadline - time.monotonic()))
-        sock.sendall(b"".join(buffers))
-        return
-    first = 0
-    while first < len(buffers):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError("the client did not read the answer in time")
-        sock.settimeout(remaining)
-        sent = sock.sendmsg(buffers[first:])
-        while first < len(buffers) and sent >= len(buffers[first]):
-            sent -= len(buffers[first])
-            first += 1
-        if sent:
-            buffers[first] = memoryview(buffers[first])[sent:]
-
-
 def _head_complete(buffer: bytes) -> bool:
     return b"\r\n\r\n" in buffer or b"\n\n" in buffer
 
@@ -547,7 +466,7 @@ class Handler(BaseHTTPRequestHandler):
             return False
         except TimeoutError:
             log.debug("request not complete in time", extra={"client": self.client_address[0],
-                                                             "timeout_seconds": REQUEST_TIMEOUT})
+                                                             "timeout_seconds": limits.REQUEST_TIMEOUT})
             return False
         return not self.close_connection
 
@@ -583,7 +502,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(length))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
-        if not head_only and length <= WRITE_BATCH and self.request_version != "HTTP/0.9":
+        if not head_only and length <= limits.WRITE_BATCH and self.request_version != "HTTP/0.9":
             # head and a small body in one write: one system call (and GIL hand-off) less per answer
             head: list[bytes] = self._headers_buffer  # type: ignore[attr-defined]
             self.wfile.write(b"".join((*head, b"\r\n", *chunks)))
@@ -596,7 +515,7 @@ class Handler(BaseHTTPRequestHandler):
     def _write(self, chunks: tuple[bytes | memoryview, ...]) -> None:
         """The chunks a batch at a time, each batch within WRITE_TIMEOUT."""
         for batch in batches(chunks):
-            send_buffers(self.connection, batch, time.monotonic() + WRITE_TIMEOUT)
+            send_buffers(self.connection, batch, time.monotonic() + limits.WRITE_TIMEOUT)
 
     def _authorized(self) -> bool:
         auth = self.server.app.web_config().basic_auth
@@ -615,7 +534,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         if not self._discard_body():
             self.close_connection = True
-            self._send(413, f"Request body larger than {MAX_BODY} bytes\n".encode())
+            self._send(413, f"Request body larger than {limits.MAX_BODY} bytes\n".encode())
             self.linger()
             return
         self._dispatch("POST")
@@ -648,7 +567,7 @@ class Handler(BaseHTTPRequestHandler):
         False if it is larger than MAX_BODY or of unknown length (chunked): the connection is then closed."""
         length_header = self.headers.get("Content-Length") or "0"
         length = int(length_header) if length_header.isdigit() and len(length_header) < 12 else -1
-        if 0 <= length <= MAX_BODY and "Transfer-Encoding" not in self.headers:
+        if 0 <= length <= limits.MAX_BODY and "Transfer-Encoding" not in self.headers:
             self.rfile.read(length)
             return True
         self.close_connection = True

@@ -19,14 +19,11 @@ from typing import Any
 import httpx
 import pytest
 
-from exporter import server as server_module
-from exporter.server import (
-    MAX_HANDLER_THREADS,
-    ListenAddress,
-    Response,
-    RouteHandler,
-    WebServers,
-)
+from exporter.server import ListenAddress, WebServers
+from exporter.web import limits
+from exporter.web.limits import MAX_HANDLER_THREADS
+from exporter.web.routes import Response, RouteHandler
+from exporter.web.send import batches, send_buffers
 from exporter.webconfig import WebConfig
 from tests.hostile import trickle, wait
 from tests.support import REPO, free_port, terminate
@@ -60,8 +57,8 @@ class App:
 
 @pytest.fixture
 def served(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, WebServers]]:
-    monkeypatch.setattr(server_module, "REQUEST_TIMEOUT", 1.0)
-    monkeypatch.setattr(server_module, "IDLE_TIMEOUT", 1.5)
+    monkeypatch.setattr(limits, "REQUEST_TIMEOUT", 1.0)
+    monkeypatch.setattr(limits, "IDLE_TIMEOUT", 1.5)
     servers = WebServers(App(), [ListenAddress("127.0.0.1", 0, socket.AF_INET)])
     servers.start()
     try:
@@ -131,7 +128,7 @@ def test_keep_alive_requests_are_answered_and_a_stalled_next_request_holds_no_th
     """The handler thread that answered a keep-alive request also answers the next one if it comes at once
     (pipelined here); a next request that stalls half-way goes back to the accept loop and is cut 1 s after its
     first byte, like any slow client."""
-    monkeypatch.setattr(server_module, "IDLE_TIMEOUT", 5.0)
+    monkeypatch.setattr(limits, "IDLE_TIMEOUT", 5.0)
     url, servers = served
     host, port = url.removeprefix("http://").split(":")
     request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -156,7 +153,7 @@ def test_an_answer_of_thousands_of_pieces_reaches_a_slow_reader_whole_and_in_ord
     batch at a time, and the rest still arrives in order."""
     url, _ = served
     expected = b"".join(pieces())
-    assert len(expected) > 8 << 20 and len(expected) > 10 * server_module.WRITE_BATCH
+    assert len(expected) > 8 << 20 and len(expected) > 10 * limits.WRITE_BATCH
     host, port = url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         sock.sendall(b"GET /pieces HTTP/1.0\r\n\r\n")
@@ -173,10 +170,10 @@ def test_an_answer_of_thousands_of_pieces_reaches_a_slow_reader_whole_and_in_ord
 
 def test_an_answer_goes_out_in_batches_of_bounded_size_each_with_its_write_timeout() -> None:
     chunks = pieces()
-    sent = list(server_module.batches(chunks))
+    sent = list(batches(chunks))
     assert b"".join(bytes(piece) for batch in sent for piece in batch) == b"".join(chunks)
-    assert max(sum(map(len, batch)) for batch in sent) < 2 * server_module.WRITE_BATCH
-    assert max(map(len, sent)) <= server_module.MAX_BUFFERS
+    assert max(sum(map(len, batch)) for batch in sent) < 2 * limits.WRITE_BATCH
+    assert max(map(len, sent)) <= limits.MAX_BUFFERS
     assert len(sent) < len(chunks) / 10  # small chunks share a system call
 
 
@@ -184,7 +181,7 @@ def test_a_client_that_reads_the_answer_too_slowly_is_cut_at_the_write_timeout(
         served: tuple[str, WebServers], monkeypatch: pytest.MonkeyPatch) -> None:
     """A client trickling the answer in (100 bytes every 0.1 s) holds a handler thread for WRITE_TIMEOUT per
     batch at most, not for as long as it likes."""
-    monkeypatch.setattr(server_module, "WRITE_TIMEOUT", 1.0)
+    monkeypatch.setattr(limits, "WRITE_TIMEOUT", 1.0)
     url, servers = served
     host, port = url.removeprefix("http://").split(":")
     stop = threading.Event()
@@ -228,7 +225,7 @@ def test_a_batch_has_one_deadline_however_steadily_the_client_reads() -> None:
     started = time.monotonic()
     try:
         with pytest.raises(TimeoutError):
-            server_module.send_buffers(server, [b"x" * (1 << 20)], started + 1.0)
+            send_buffers(server, [b"x" * (1 << 20)], started + 1.0)
         assert 1.0 <= time.monotonic() - started < 2.0
         assert 0 < sum(received) < 1 << 20
     finally:

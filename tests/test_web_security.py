@@ -32,7 +32,7 @@ import httpx
 import pytest
 import yaml
 
-from exporter import server as server_module
+from exporter.web.send import batches, send_buffers
 from tests.conftest import TOKEN, require_binary
 from tests.fakeapi import FakeCloudflareAPI, Fault, invoice
 from tests.support import INVOICE_HISTORY_ONLY, REPO, ExporterProcess, free_port, value, wait_for
@@ -132,8 +132,8 @@ def test_a_large_answer_goes_out_whole_and_in_order_over_tls(pki: Pki) -> None:
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     with server_context.wrap_socket(ours, server_side=True) as tls:
-        for batch in server_module.batches(chunks):
-            server_module.send_buffers(tls, batch, time.monotonic() + 30)
+        for batch in batches(chunks):
+            send_buffers(tls, batch, time.monotonic() + 30)
     reader.join(timeout=30)
     assert b"".join(received) == b"".join(chunks)
 
