@@ -12,7 +12,7 @@ from exporter.app import ExporterApp, check_telemetry_path, load_for_flags, plur
 from exporter.config import Config, ConfigError
 from exporter.demo import DEMO_ACCOUNTS, DEMO_BASE_URL, demo_config, demo_transport
 from exporter.logs import LEVELS, setup_logging
-from exporter.server import parse_listen_address
+from exporter.web.listening import parse_listen_address
 from exporter.webconfig import load_web_config
 
 log = logging.getLogger("exporter")

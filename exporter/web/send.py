@@ -1,4 +1,4 @@
-"""An answer's chunks in batches, each sent with as few system calls as the socket allows."""
+"""The one way an answer goes out: its head and body in batches, each batch within WRITE_TIMEOUT."""
 
 from __future__ import annotations
 
@@ -8,6 +8,12 @@ import time
 from collections.abc import Iterable, Iterator
 
 from exporter.web import limits
+
+
+def send_answer(sock: socket.socket, head: bytes, body: Iterable[bytes | memoryview] = ()) -> None:
+    """The head, then the body's chunks; a head and a body that fit one batch go in one system call."""
+    for batch in batches((head, *body)):
+        send_buffers(sock, batch, time.monotonic() + limits.WRITE_TIMEOUT)
 
 
 def batches(chunks: Iterable[bytes | memoryview]) -> Iterator[list[bytes | memoryview]]:
