@@ -13,9 +13,9 @@ MAX_HEAD_BYTES = 16 * 1024  # request line and headers
 MAX_HEADER_LINES = 100
 MAX_BODY = 64 * 1024  # a request body (POST /-/reload needs none)
 # After a keep-alive answer the handler thread waits this long for the next request head on the same connection
-# before handing it back to the accept loop: a scraper answered back to back is served by one thread, not by a
-# hand-off through the accept loop per request (that halves small-scrape throughput). Only while no other
-# request waits in line, and only a complete head keeps the thread: a slow client still holds none.
+# before handing it back to the accept loop: a scraper answered back to back is served by one thread, without
+# a hand-off through the accept loop (two thread switches) per request. Only while no other request waits in
+# line, and only a complete head keeps the thread: a slow client still holds none.
 KEEPALIVE_LINGER = 0.005
 # After an error answer to a client that may still be sending: how long to read (and drop) what it sends, so
 # that closing does not reset the connection before the client has read the answer.
