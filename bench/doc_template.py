@@ -13,7 +13,7 @@ table below puts it next to this run). The gzip scrape Prometheus makes missed t
 cProfile on the in-process scrape (`bench/firstscrape.py`) showed where a gzip scrape of the 5.1 MB answer (about
 17,000 gzip members) spent its time: not in compression (a poll's account is compressed once, well under a
 millisecond) but in Python work per account and per chunk on every scrape. Changed in `exporter/render.py` and
-`exporter/server.py`:
+`exporter/web/send.py`:
 
 - **A scrape after a poll walked all 1,000 accounts** (rebuilt a dict of 1,000 pieces and compared its keys).
   Now, when the accounts are the same as at the last scrape, only those whose `AccountState` object changed (a
@@ -55,7 +55,7 @@ per-account render. py-spy on the exporter serving that gzip row put a quarter o
 the answer's 1,440 chunks (summing their lengths, finding and joining the batches); the same 10,000 invoices on
 one account make 53 chunks, because one account's lines of a family are one slot and so one block. With 16
 clients the joins also copied 12.5 MB per scrape with the GIL held. Changed in `exporter/blocks.py` and
-`exporter/server.py`:
+`exporter/web/send.py`:
 
 - **Blocks of about 64 kB, compressed in parts of about 8 kB.** A block is the unit of the answer, one buffer
   handed to the socket; a part is the unit of compression, a deflate segment of its own (a fresh compressor
@@ -209,9 +209,9 @@ with py-spy, tracemalloc or the fake's request log, and fixed in the exporter:
   server hands the chunks to one `sendmsg` (no joined copy). Invoices keep repeated strings and small numbers
   once. After: **{_mb(worst_a['rss_peak_kib']):.1f} MB**; render {cpu_a['text']:.0f} ms, then
   {cpu_a['openmetrics']:.0f} ms for the OpenMetrics variant.
-- **A 40 ms stall on every scrape of a small exposition** (`exporter/server.py`): the headers and the body are
-  two writes, and with Nagle's algorithm on the body waited for the client's delayed ACK. The handler now sets
-  `TCP_NODELAY`, as the fake API already did. {small_b['invoices']} invoices, 1 client: p50
+- **A 40 ms stall on every scrape of a small exposition** (`exporter/web/connections.py`): the headers and
+  the body were two writes, and with Nagle's algorithm on the body waited for the client's delayed ACK. The server
+  now sets `TCP_NODELAY`, as the fake API already did. {small_b['invoices']} invoices, 1 client: p50
   {small_b['exporter_c1']['p50_us'] / 1000:.2f} ms -> **{small_a['exporter_c1']['p50_us'] / 1000:.2f} ms**
   (nginx {small_a['nginx_c1']['p50_us'] / 1000:.2f} ms).
 - **More requests in one second than the budget** (`exporter/ratelimit.py`): the limiter spaced its grants

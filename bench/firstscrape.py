@@ -28,8 +28,8 @@ from bench.fakeserver import account_id, account_name, make_invoices
 from exporter.collectors.invoice_history import InvoiceData, parse_invoice, totals
 from exporter.config.model import MetricsConfig
 from exporter.render import Rendered, Renderer
-from exporter.server import batches, send_buffers
 from exporter.snapshot import EndpointState
+from exporter.web.send import batches, send_buffers
 from tests.support import config_with, poll_counts, store_for
 
 ENDPOINT = "invoice_history"

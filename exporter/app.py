@@ -26,10 +26,11 @@ from exporter.demo import DEMO_BASE_URL
 from exporter.logs import RedactSecrets
 from exporter.poller import Poller
 from exporter.render import Renderer
-from exporter.server import ListenAddress, ListenError, Response, RouteHandler, WebServers
 from exporter.sharding import validate_sharding
 from exporter.snapshot import ExporterStatus, Setup, SnapshotStore
 from exporter.status_page import PageInput, render_status_page
+from exporter.web.listening import ListenAddress, ListenError, WebServers
+from exporter.web.routes import Response, RouteHandler
 from exporter.webconfig import WebConfig, load_web_config
 
 log = logging.getLogger("exporter")

@@ -13,7 +13,7 @@ from exporter.config.model import Config, ConfigError
 from exporter.demo import DEMO_BASE_URL, demo_config, demo_transport
 from exporter.logs import LEVELS, setup_logging
 from exporter.samples import DEMO_ACCOUNTS
-from exporter.server import parse_listen_address
+from exporter.web.listening import parse_listen_address
 from exporter.webconfig import load_web_config
 
 log = logging.getLogger("exporter")

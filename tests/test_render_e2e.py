@@ -13,7 +13,7 @@ import pytest
 from exporter.app import ExporterApp
 from exporter.config.model import AccountConfig, CloudflareConfig, Config, Credentials, MetricsConfig, PollConfig
 from exporter.render import Rendered
-from exporter.server import ListenAddress, WebServers
+from exporter.web.listening import ListenAddress, WebServers
 from tests.promstack import Prometheus
 from tests.support import free_port, samples, wait_for
 

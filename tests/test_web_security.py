@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,10 @@ import httpx
 import pytest
 import yaml
 
-from exporter import server as server_module
+from exporter.web.listening import ListenAddress, WebServers
+from exporter.web.routes import Response, RouteHandler
+from exporter.web.send import batches, send_buffers
+from exporter.webconfig import WebConfig
 from tests.conftest import TOKEN, require_binary
 from tests.fakeapi import FakeCloudflareAPI, Fault, invoice
 from tests.support import INVOICE_HISTORY_ONLY, REPO, ExporterProcess, free_port, value, wait_for
@@ -132,10 +135,37 @@ def test_a_large_answer_goes_out_whole_and_in_order_over_tls(pki: Pki) -> None:
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     with server_context.wrap_socket(ours, server_side=True) as tls:
-        for batch in server_module.batches(chunks):
-            server_module.send_buffers(tls, batch, time.monotonic() + 30)
+        for batch in batches(chunks):
+            send_buffers(tls, batch, time.monotonic() + 30)
     reader.join(timeout=30)
     assert b"".join(received) == b"".join(chunks)
+
+
+def test_plain_http_on_the_tls_port_gets_400_in_plain_http(pki: Pki) -> None:
+    """The first byte is no TLS handshake: the client is told in words it can read, the port still serves TLS."""
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(str(pki.server_crt), str(pki.server_key))
+
+    class App:
+        routes: Mapping[str, Mapping[str, RouteHandler]] = {"/metrics": {"GET": lambda _: Response(200, b"up 1\n")}}
+
+        def web_config(self) -> WebConfig:
+            return WebConfig(ssl_context=server_context)
+
+    servers = WebServers(App(), [ListenAddress("127.0.0.1", 0, socket.AF_INET)])
+    servers.start()
+    try:
+        host, port = servers.bound[0].split(":")
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n") and b"Connection: close\r\n" in answer
+        assert answer.endswith(b"\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
+        assert httpx.get(f"https://{servers.bound[0]}/metrics", verify=client_tls(pki), timeout=5).text == "up 1\n"
+    finally:
+        servers.shutdown()
 
 
 # --------------------------------------------------------------------------------------------------------
