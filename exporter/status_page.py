@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from exporter import __version__
-from exporter.collectors.base import Collector, StatusCell, StatusLine
+from exporter.collectors.base import Collector
+from exporter.collectors.cells import StatusCell, StatusLine
 from exporter.snapshot import AccountState, EndpointState, Snapshot
 from exporter.words import ago, duration, gmtime, short_utc, utc
 

@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 from exporter.cloudflare.account import AccountApi
 from exporter.cloudflare.errors import NotEnrolled
 from exporter.collectors._wire import Malformed
+from exporter.collectors.cells import StatusCell
 from exporter.config.model import CollectorSettings, Config
 
 NS = "cloudflare_ai_gateway"
@@ -45,20 +46,6 @@ class Fetched:
     enrolled: bool = True  # False: the account does not use this feature; NOT a failed poll
     summary: Mapping[str, Any] = field(default_factory=dict)  # for the poll's log line
     warning: str | None = None  # what the poll left out or could not do, for a warn-level log line
-
-
-@dataclass(frozen=True)
-class StatusLine:
-    text: str
-    style: str = ""  # "amount" (a value), "note" (small print), "warn" (a badge that needs attention)
-
-
-@dataclass(frozen=True)
-class StatusCell:
-    """What a collector shows in one of its status-page columns for one account."""
-
-    lines: tuple[StatusLine, ...]
-    attention: bool = False  # the account is listed before the healthy ones
 
 
 @dataclass(frozen=True)

@@ -20,29 +20,9 @@ from typing import Any
 
 from exporter.cloudflare.account import AccountApi
 from exporter.cloudflare.errors import NotEnrolled
-from exporter.collectors._wire import (
-    boolean,
-    bounded_label,
-    number,
-    optional_object,
-    result_object,
-    string,
-    timestamp,
-)
-from exporter.collectors.base import (
-    ACC,
-    NS,
-    Acc,
-    Collector,
-    Family,
-    Fetched,
-    Route,
-    SampleRequest,
-    Sink,
-    StatusCell,
-    StatusLine,
-    money,
-)
+from exporter.collectors._wire import boolean, bounded_label, number, optional_object, result_object, string, timestamp
+from exporter.collectors.base import ACC, NS, Acc, Collector, Family, Fetched, Route, SampleRequest, Sink, money
+from exporter.collectors.cells import StatusCell, StatusLine
 from exporter.config import values
 from exporter.config.model import MoneySettings, setting
 from exporter.samples import DEMO_NAMES, HOUR, STAGING_BURN_PER_SECOND, STAGING_START_BALANCE, envelope

@@ -30,19 +30,8 @@ from typing import Any
 
 from exporter.cloudflare.account import AccountApi
 from exporter.collectors import _analytics_query as query
-from exporter.collectors.base import (
-    ACC,
-    NS,
-    Acc,
-    Collector,
-    Family,
-    Fetched,
-    Route,
-    SampleRequest,
-    Sink,
-    StatusCell,
-    StatusLine,
-)
+from exporter.collectors.base import ACC, NS, Acc, Collector, Family, Fetched, Route, SampleRequest, Sink
+from exporter.collectors.cells import StatusCell, StatusLine
 from exporter.collectors.gateways import Gateway, Rule, fetch_gateways
 from exporter.config.model import CollectorSettings, setting
 from exporter.config.values import INTERVAL, duration, integer

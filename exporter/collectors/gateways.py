@@ -15,19 +15,8 @@ from typing import Any
 
 from exporter.cloudflare.account import AccountApi
 from exporter.collectors._wire import is_finite, known_label
-from exporter.collectors.base import (
-    ACC,
-    NS,
-    Acc,
-    Collector,
-    Family,
-    Fetched,
-    Route,
-    SampleRequest,
-    Sink,
-    StatusCell,
-    StatusLine,
-)
+from exporter.collectors.base import ACC, NS, Acc, Collector, Family, Fetched, Route, SampleRequest, Sink
+from exporter.collectors.cells import StatusCell, StatusLine
 from exporter.config.model import CollectorSettings, setting
 from exporter.config.values import INTERVAL
 from exporter.samples import DEMO_NAMES, envelope, error_envelope, query_int

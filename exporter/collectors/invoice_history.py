@@ -18,20 +18,8 @@ from typing import Any, Self
 
 from exporter.cloudflare.account import AccountApi
 from exporter.collectors._wire import MAX_CURRENCY_CHARS, is_finite
-from exporter.collectors.base import (
-    ACC,
-    NS,
-    Acc,
-    Collector,
-    Family,
-    Fetched,
-    Route,
-    SampleRequest,
-    Sink,
-    StatusCell,
-    StatusLine,
-    money,
-)
+from exporter.collectors.base import ACC, NS, Acc, Collector, Family, Fetched, Route, SampleRequest, Sink, money
+from exporter.collectors.cells import StatusCell, StatusLine
 from exporter.config.model import Config, Inherited, MoneySettings
 from exporter.samples import DAY, DEMO_ACCOUNTS, envelope, error_envelope, query_int
 from exporter.words import date, duration

@@ -99,14 +99,18 @@ def _number(value: Any, kind: type[int] | type[float]) -> float:
     return value
 
 
+def _within(found: float, value: Any, minimum: float, maximum: float, text: Callable[[float], str]) -> None:
+    if found < minimum:
+        raise Invalid(f"must be at least {text(minimum)}, got {show(value)}")
+    if found > maximum:
+        raise Invalid(f"must be at most {text(maximum)}, got {show(value)}")
+
+
 def integer(minimum: int, maximum: int) -> Parse[int]:
     def parse(value: Any) -> int:
-        number = int(_number(value, int))
-        if number < minimum:
-            raise Invalid(f"must be at least {minimum}, got {show(value)}")
-        if number > maximum:
-            raise Invalid(f"must be at most {maximum:,}, got {show(value)}")
-        return number
+        found = int(_number(value, int))
+        _within(found, value, minimum, maximum, lambda bound: f"{bound:,.0f}")
+        return found
 
     return parse
 
@@ -118,10 +122,7 @@ def number(minimum: float, maximum: float) -> Parse[float]:
         found = float(_number(value, float))
         if minimum == 0 and found <= 0:
             raise Invalid(f"must be greater than 0, got {show(value)}")
-        if found < minimum:
-            raise Invalid(f"must be at least {minimum:g}, got {show(value)}")
-        if found > maximum:
-            raise Invalid(f"must be at most {maximum:g}, got {show(value)}")
+        _within(found, value, minimum, maximum, lambda bound: f"{bound:g}")
         return found
 
     return parse
