@@ -25,6 +25,8 @@ from typing import Any
 
 import yaml
 
+from exporter.collectors import REGISTRY
+
 REPO = Path(__file__).resolve().parent.parent
 WRK_SCRIPT = Path(__file__).resolve().parent / "wrk_report.lua"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -174,22 +176,21 @@ class Fake:
 # --------------------------------------------------------------------------------------------------------
 
 
-INVOICE_HISTORY_ONLY = {name: {"enabled": False}
-                        for name in ("credit_balance", "spending_limit", "usage_history", "invoice_preview")}
+INVOICE_HISTORY_ONLY = {c.name: {"enabled": False} for c in REGISTRY if c.name != "invoice_history"}
 
 
 def exporter_config(base_url: str, accounts: int, *, rps: float, interval: str = "1h", per_page: int = 100,
                     max_concurrency: int = 8, invoice_series: str = "unpaid",
                     all_collectors: bool = False) -> dict[str, Any]:
     """The exporter's config; invoice history alone unless ``all_collectors`` (then the default collectors
-    config: all five, each at its default interval)."""
+    config: every collector, each at its default interval)."""
     from bench.fakeserver import account_id, account_name
 
     collectors = {} if all_collectors else {"collectors": INVOICE_HISTORY_ONLY}
     return {
         **collectors,
         "cloudflare": {"base_url": base_url, "api_token": TOKEN, "requests_per_second": rps,
-                       "per_page": per_page, "max_retries": 1, "timeout": "30s"},
+                       "graphql_queries_per_second": rps, "per_page": per_page, "max_retries": 1, "timeout": "30s"},
         "poll": {"interval": interval, "max_concurrency": max_concurrency},
         "accounts": [{"id": account_id(i), "name": account_name(i)} for i in range(accounts)],
         "metrics": {"invoice_series": invoice_series},
