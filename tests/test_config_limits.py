@@ -236,9 +236,10 @@ def test_every_accepted_extreme_starts_and_serves(case: str, tmp_path: Path) -> 
     proc = ExporterProcess(config, (), None, tmp_path)
     try:
         proc.wait_listening()
-        time.sleep(1.5)  # a poll (or its first retries) has run against the closed port
+        text = proc.wait_metrics(  # a poll has run against the closed port
+            lambda t: value(t, "cloudflare_ai_gateway_api_errors_total", reason="connection") is not None,
+            what="a failed connection counted")
         assert proc.proc.poll() is None, proc.output()
-        text = proc.metrics()
         assert value(text, "cloudflare_ai_gateway_exporter_config_last_reload_successful") == 1.0
         assert "Traceback" not in proc.output(), proc.output()
     finally:
