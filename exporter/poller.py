@@ -85,6 +85,7 @@ class Poller:
         self._due: dict[Key, float] = {}
         self._phase: dict[Key, float] = {}
         self._running: set[Key] = set()
+        self._warned: dict[Key, str] = {}  # the last warning said for each poll; said again only when it changes
         self._epoch = time.monotonic()
         self._next_discovery = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -270,10 +271,16 @@ class Poller:
             if fetched.skipped:
                 log.warning("poll succeeded, malformed or duplicate items left out",
                             extra={**fields, "skipped": fetched.skipped, "reason": "invalid_response"})
-            elif fetched.warning:
+            elif fetched.warning and self._warned.get((account.id, collector.name)) != fetched.warning:
                 log.warning(f"poll succeeded, but {fetched.warning}", extra=fields)
+            elif fetched.warning:
+                log.info("poll succeeded", extra={**fields, "warning": fetched.warning})
             else:
                 log.info("poll succeeded", extra=fields)
+            if fetched.warning:
+                self._warned[(account.id, collector.name)] = fetched.warning
+            else:
+                self._warned.pop((account.id, collector.name), None)
             return True
 
     # --- accounts: listed, discovered, sharded ---

@@ -136,6 +136,7 @@ class FakeAccount:
     token: str | None = None  # if set, only this bearer token (or the global key pair) may read the account
     ignore_page: bool = False  # always answer page 1, whatever ?page= says
     ignore_per_page: bool = False  # always the fake's default_per_page invoices a page, whatever ?per_page= says
+    max_per_page: int | None = None  # honours ?per_page= only up to this many invoices
     endless_has_more: bool = False  # has_more is always true; pages past the end are empty
     latency: float = 0.0  # seconds to sleep before answering any of this account's requests
     # Each collector's sample (its endpoint's server-side state) by collector name; default: not enrolled.
@@ -812,6 +813,8 @@ class FakeCloudflareAPI:
             asked["page"] = "1"
         if account.ignore_per_page:
             asked["per_page"] = str(self.default_per_page)
+        if account.max_per_page is not None:
+            asked["per_page"] = str(min(int(asked["per_page"]), account.max_per_page))
         with self._lock:
             status, body = route.answer(InvoiceSample(account.invoices),
                                         SampleRequest(account.id, asked, b"", time.time(), time.time(), lambda _: None))

@@ -17,13 +17,15 @@ from exporter.cloudflare.account import AccountApi
 from exporter.cloudflare.client import CloudflareClient
 from exporter.cloudflare.errors import ApiError, PollCounts
 from exporter.collectors import base
-from exporter.collectors._analytics_query import LIMIT, MAX_ALIASES, Scope, plan, sample_rows
+from exporter.collectors._analytics_query import LIMIT, MAX_ALIASES, Scope, plan, read, sample_rows
+from exporter.collectors._wire import Malformed
 from exporter.collectors.base import Family
 from exporter.collectors.gateway_analytics import (
     SAMPLE_TRAFFIC,
     Analytics,
     GatewayAnalyticsCollector,
     GatewayAnalyticsSettings,
+    Totals,
 )
 from exporter.collectors.gateways import GatewaysCollector, GatewaysSettings, parse_gateway
 from exporter.config.model import AccountConfig, CloudflareConfig, Config, Credentials
@@ -162,7 +164,7 @@ def test_malformed_gateways_and_rules_are_left_out_counted_and_said() -> None:
     [chat] = fetched.data
     assert [r.id for r in chat.rules] == ["ok", *(f"r{n}" for n in range(16))]  # at most 20 rules read
     assert counts.errors == {"invalid_response": 1}
-    assert fetched.warning and "14 malformed gateways or spend-limit rules were left out" in fetched.warning
+    assert fetched.warning and "14 malformed or repeated gateways or spend-limit rules were left out" in fetched.warning
 
 
 def test_a_scope_label_stays_short_whatever_the_filters() -> None:
@@ -202,10 +204,12 @@ def test_each_completed_minute_is_counted_once_after_the_delay() -> None:
     series = second.data.series
     chat, batch = series[("chat", "openai", "gpt-4o")], series[("batch", "workers-ai", "llama")]
     assert (chat.requests, chat.errored, chat.rate_limited) == (8, 1, 0)  # 10:25 (1 errored) and 10:26 (7)
-    assert (batch.requests, batch.rate_limited) == (1, 1)
+    assert batch.requests == 0  # new: exported at 0 first, so that increase() sees its first requests
     world.clock = NOW + 2 * MINUTE + 30  # the same minute: nothing new is complete
     third, _ = world.poll(analytics(), second.data)
-    assert third.data.series == series and third.data.counted_until == at("10:27")
+    batch = third.data.series[("batch", "workers-ai", "llama")]
+    assert (batch.requests, batch.rate_limited) == (1, 1) and third.data.counted_until == at("10:27")
+    assert third.data.series[("chat", "openai", "gpt-4o")] == chat
     assert len(world.analytics.requests) == 3  # one query per poll, also when nothing is counted
 
 
@@ -239,24 +243,30 @@ def test_tokens_and_cost_by_cache_and_billing() -> None:
     assert out[("gateway_tokens", (*labels, "out", "true"))] == 4 and out[("gateway_cached_requests", labels)] == 1
 
 
-def test_series_past_the_cap_are_folded_into_other_and_counted() -> None:
+def test_series_past_the_cap_are_folded_into_their_gateways_other_and_counted() -> None:
     world = World([gateway("chat")])
-    world.analytics.add(ACCOUNT.id, *(request("10:22", model=f"m{n}", cost=1.0) for n in range(5)))
-    first, _ = world.poll(analytics(max_series=2), Analytics(at("10:20"), {}))
+    learned, _ = world.poll(analytics(max_series=2))
+    assert samples(analytics(), learned.data)[("gateway_analytics_folded_groups", ACC)] == 0  # there from the start
+    world.analytics.add(ACCOUNT.id, *(request("10:25", model=f"m{n}", cost=1.0) for n in range(5)))
+    world.clock = NOW + MINUTE
+    first, _ = world.poll(analytics(max_series=2), learned.data)
     assert len(first.data.series) == 3 and first.data.folded == 3  # two series, then "other" for the rest
     world.clock = NOW + 2 * MINUTE
     world.analytics.add(ACCOUNT.id, *(request("10:26", model=f"m{n}", cost=1.0) for n in range(5)))
     second, _ = world.poll(analytics(max_series=2), first.data)
-    assert second.data.series[("other", "other", "other")].requests == 6 and second.data.folded == 6
+    assert second.data.series[("chat", "other", "other")].requests == 6 and second.data.folded == 6
     assert samples(analytics(), second.data)[("gateway_analytics_folded_groups", ACC)] == 6
 
 
-def test_after_a_long_outage_at_most_a_day_is_counted() -> None:
+def test_after_a_long_outage_at_most_a_day_is_counted_and_the_rest_said_lost() -> None:
     world = World([gateway("chat")])
     world.analytics.add(ACCOUNT.id, request("10:00", count=5), AiGatewayRequest(
         at=NOW - 3 * 86400, gateway="chat", provider="openai", model="gpt-4o", count=50))
-    fetched, _ = world.poll(analytics(), Analytics(NOW - 5 * 86400, {}))
-    assert fetched.data.series[("chat", "openai", "gpt-4o")].requests == 5
+    chat = ("chat", "openai", "gpt-4o")
+    fetched, _ = world.poll(analytics(), Analytics(at("10:25") - 5 * 86400, {chat: Totals()}))
+    assert fetched.data.series[chat].requests == 5
+    assert fetched.warning and "5,760 minutes were never counted" in fetched.warning
+    assert samples(analytics(), fetched.data)[("gateway_analytics_skipped_minutes", ACC)] == 4 * 1440
 
 
 # --- gateway_analytics: spend in each rule's window ---
@@ -312,6 +322,46 @@ def test_rules_past_the_alias_limit_have_no_usage_and_say_why() -> None:
     assert len(known) == MAX_ALIASES and len(fetched.data.rules) == 60
     assert fetched.warning and "past the query's alias limit" in fetched.warning
     assert len(world.analytics.requests) == 1
+
+
+def test_more_window_starts_than_aliases_leave_the_later_rules_without_usage() -> None:
+    scopes = [Scope("chat", f"r{n}", at("10:00") - n * MINUTE) for n in range(MAX_ALIASES + 1)]
+    asked = plan(None, [*scopes, Scope("batch", "same-start", at("10:00") - MAX_ALIASES * MINUTE)])
+    assert len(asked.variables) == MAX_ALIASES and ("batch", "same-start") not in asked.aliases
+
+
+def test_disabled_rules_yield_their_aliases_to_enabled_ones() -> None:
+    off = [rule(f"off{n}", 10, 3600 + n * 60, enabled=False) for n in range(20)]
+    on = [rule(f"on{n}", 10, 7200 + n * 60) for n in range(20)]
+    world = World([gateway("a", *off), gateway("b", *on), gateway("c", rule("last", 10, 99_999))])
+    fetched, _ = world.poll(analytics())
+    known = {u.rule.id for u in fetched.data.rules if u.usage is not None}
+    assert {f"on{n}" for n in range(20)} | {"last"} <= known and len(known) == MAX_ALIASES
+
+
+def test_a_rule_with_a_window_past_the_analytics_kept_has_no_usage_and_the_rest_do() -> None:
+    world = World([gateway("chat", rule("huge", 10, 1e20), rule("year", 10, 365 * 86400, "fixed"),
+                           rule("hour", 10, 3600))])
+    world.analytics.add(ACCOUNT.id, request("10:10", cost=2))
+    fetched, _ = world.poll(analytics())
+    assert usage(fetched) == {"huge": None, "year": None, "hour": 2.0}
+    assert fetched.warning and "longer than 31 days" in fetched.warning
+
+
+def test_repeated_rule_and_gateway_ids_are_kept_once_and_counted() -> None:
+    world = World([gateway("chat", rule("a", 10, 60), rule("a", 20, 60), rule(None, 5, 60), rule("#3", 1, 60)),
+                   gateway("chat", rule("b", 1, 60))], per_page=1)
+    fetched, counts = world.poll(GatewaysCollector(GatewaysSettings(), Config()))
+    [chat] = fetched.data
+    assert [(r.id, r.limit) for r in chat.rules] == [("a", 10), ("#3", 5)]
+    assert counts.errors == {"invalid_response": 1} and "3 malformed or repeated" in fetched.warning
+
+
+def test_metadata_keys_without_as_many_values_refuse_the_answer() -> None:
+    asked = plan(None, [Scope("chat", "team", NOW - 3600, metadata_keys=("team",))])
+    row = {"sum": {"cost": 1.0}, "dimensions": {"metadataKeys": ["team", "user"], "metadataValues": ["search"]}}
+    with pytest.raises(Malformed, match="not as many metadata values as keys"):
+        read({"viewer": {"accounts": [{"m0": [row]}]}}, asked)
 
 
 def test_windows_share_one_alias_per_start() -> None:

@@ -84,6 +84,21 @@ def test_page_and_per_page_ignored_export_the_first_page_as_incomplete(api: Fake
     assert healed.data.complete and len(ids(healed)) == 75
 
 
+def test_a_server_sending_every_invoice_on_every_page_is_read_whole_once(api: FakeCloudflareAPI) -> None:
+    api.accounts[ACC].ignore_page = api.accounts[ACC].endless_has_more = True
+    fetched, counts = fetch(api, per_page=100)
+    assert ids(fetched) == [f"in_{n:03}" for n in range(75)] and fetched.data.complete
+    assert [r.query["page"] for r in api.requests_for(ACC)] == ["1", "2"]  # page 2 repeats page 1: no third
+    assert counts.errors == {"pagination": 1} and fetched.summary["pages"] == 2
+
+
+def test_per_page_partly_honoured_keeps_the_larger_answer_as_incomplete(api: FakeCloudflareAPI) -> None:
+    api.accounts[ACC].ignore_page = True
+    api.accounts[ACC].max_per_page = 60
+    fetched, _ = fetch(api)
+    assert len(ids(fetched)) == 60 and not fetched.data.complete  # not the first page's 50
+
+
 def test_an_incomplete_history_is_a_gauge_a_log_line_and_a_status_page_note(
         api: FakeCloudflareAPI, caplog: pytest.LogCaptureFixture) -> None:
     api.accounts[ACC].ignore_page = api.accounts[ACC].ignore_per_page = True

@@ -146,3 +146,25 @@ def test_reload_resizes_concurrency_and_rate_for_polls_in_flight() -> None:
         assert polls._client.http is http  # its TLS context and open connections kept
     finally:
         stop()
+
+
+def test_a_warning_that_stays_the_same_is_said_once_and_again_when_it_changes(
+        caplog: pytest.LogCaptureFixture) -> None:
+    rules = [{"id": "a", "limit": 1, "window": 60}, {"id": "a", "limit": 2, "window": 60}]
+
+    def gateways(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"success": True, "result": [{"id": "chat", "spend_limits": {"rules": rules}}],
+                                         "result_info": {"page": 1, "per_page": 20, "total_count": 1}})
+
+    cfg = dataclasses.replace(config(accounts=1), collectors=config_with("gateways").collectors)
+    polls = poller(cfg, gateways)
+    with caplog.at_level("INFO", logger="exporter.poller"):
+        assert polls.run_once() and polls.run_once()
+        rules.append({"id": "b", "limit": 0, "window": 60})
+        assert polls.run_once()
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert said == ["poll succeeded, but 1 malformed or repeated gateways or spend-limit rules were left out "
+                    "(at most 20 rules per gateway are read)",
+                    "poll succeeded, but 2 malformed or repeated gateways or spend-limit rules were left out "
+                    "(at most 20 rules per gateway are read)"]
+    assert sum(1 for r in caplog.records if r.levelname == "INFO" and getattr(r, "warning", None)) == 1

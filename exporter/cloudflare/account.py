@@ -99,13 +99,17 @@ class AccountApi:
     async def _in_one_page(self, path_suffix: str, params: dict[str, Any], items_key: str | None,
                            parse: Callable[[Any], Any] | None, first: list[Any], total: int | None,
                            pages: int) -> Pages:
-        """All ``total`` items in one page when the API honours ``per_page``; else the first page alone."""
-        if total is not None and len(first) < total <= MAX_ITEMS_PER_PAGE:
-            body = await self.get(path_suffix, {**params, "page": 1, "per_page": total})
-            items = self._items(body, items_key, 1, 0)
-            if len(items) == total:
-                return Pages(list(items if parse is None else map(parse, items)), pages + 1)
-        return Pages(first, pages + 1, complete=False)
+        """All ``total`` items in one page when the API honours ``per_page``; else the most items one answer held
+        (``first``: what the pages read so far kept), incomplete. ``pages``: the requests made so far."""
+        if total is not None and len(first) >= total:
+            return Pages(first, pages)
+        if total is None or total > MAX_ITEMS_PER_PAGE:
+            return Pages(first, pages, complete=False)
+        body = await self.get(path_suffix, {**params, "page": 1, "per_page": total})
+        items = self._items(body, items_key, 1, 0)
+        if len(items) <= len(first):
+            return Pages(first, pages + 1, complete=False)
+        return Pages(list(items if parse is None else map(parse, items)), pages + 1, complete=len(items) >= total)
 
     def _items(self, body: dict[str, Any], items_key: str | None, page: int, kept: int) -> list[Any]:
         result = body.get("result")

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 
 MAX_RESPONSE_BYTES = 2 << 20  # 2 MiB, as received and once decompressed; a page of 1,000 invoices is ~350 kB
+MAX_GRAPHQL_RESPONSE_BYTES = 4 << 20  # 10,000 groups of the counted alias (the API's maximum) are ~3.2 MB
 MAX_JSON_DEPTH = 32  # nesting of objects and arrays (the billing answers need 5, GraphQL answers 8)
 MAX_INT_DIGITS = 300  # a longer integer cannot be a float: it is refused like 1e400
 _SURROGATE_ESCAPE_RE = re.compile(r"\\u[dD][89a-fA-F]")

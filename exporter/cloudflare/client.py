@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from exporter.cloudflare import graphql
-from exporter.cloudflare.body import BadBody, parse_body, read_body
+from exporter.cloudflare.body import MAX_GRAPHQL_RESPONSE_BYTES, MAX_RESPONSE_BYTES, BadBody, parse_body, read_body
 from exporter.cloudflare.errors import ApiError, NotEnrolled, Recorder
 from exporter.config.model import CloudflareConfig, Credentials
 from exporter.config.values import ACCOUNT_ID_RE
@@ -161,7 +161,8 @@ class CloudflareClient:
         budget; its ``data`` object."""
         await self.graphql_limiter.acquire()
         answer = await self._exchange("POST", "/graphql", credentials, counts,
-                                      json={"query": document, "variables": variables})
+                                      json={"query": document, "variables": variables},
+                                      limit=MAX_GRAPHQL_RESPONSE_BYTES)
         judged = graphql.judge(answer.status, answer.body)
         if isinstance(judged, graphql.Refusal):
             if judged.pause:  # the GraphQL quota is the user's, apart from REST: only GraphQL queries wait
@@ -180,7 +181,8 @@ class CloudflareClient:
         return max(delay, retry_after or 0.0)
 
     async def _exchange(self, method: str, path: str, credentials: Credentials, counts: Recorder,
-                        params: dict[str, Any] | None = None, json: Any = None) -> Answer:
+                        params: dict[str, Any] | None = None, json: Any = None,
+                        limit: int = MAX_RESPONSE_BYTES) -> Answer:
         """One HTTP attempt: connect, headers and the whole body within cloudflare.timeout (a total, not a
         per-read timeout: a body dripped a byte a second fails at the deadline), the body bounded."""
         timeout = self.config.timeout
@@ -192,7 +194,7 @@ class CloudflareClient:
                 async with self.http.stream(method, url, params=params, json=json, timeout=timeout,
                                             headers=headers) as response:
                     status = response.status_code
-                    raw = await read_body(response)
+                    raw = await read_body(response, limit)
         except TimeoutError:
             counts.record(str(status) if status else "error", "timeout")
             raise ApiError("timeout", f"no complete answer from {url.host} within {timeout:g}s "

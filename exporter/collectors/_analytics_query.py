@@ -90,25 +90,22 @@ def plan(counted: tuple[float, float] | None, scopes: Iterable[Scope]) -> Plan:
     windows: dict[str, str] = {}  # the start minute -> its alias
     for scope in scopes:
         since = minute(scope.since)
-        if scope.metadata_keys:
+        alias = None if scope.metadata_keys else windows.get(since)
+        if alias is not None:
+            if scope.gateway not in filters[alias]["gateway_in"]:
+                filters[alias]["gateway_in"].append(scope.gateway)
+        elif len(filters) - (COUNTED in filters) >= MAX_ALIASES:
+            continue
+        elif scope.metadata_keys:
             alias = f"{METADATA}{len(filters)}"
-            where: dict[str, Any] = {"AND": [
+            filters[alias] = {"AND": [
                 {"datetimeMinute_geq": since}, {"gateway": scope.gateway},
                 *([{"model_in": list(scope.models)}] if scope.models else []),
                 *([{"provider_in": list(scope.providers)}] if scope.providers else []),
                 *({"metadataKeys_has": key} for key in scope.metadata_keys)]}
-        elif since in windows:
-            alias = windows[since]
-            gateway_in = filters[alias]["gateway_in"]
-            if scope.gateway not in gateway_in:
-                gateway_in.append(scope.gateway)
         else:
             alias = windows[since] = f"{WINDOW}{len(filters)}"
-            where = {"datetimeMinute_geq": since, "gateway_in": [scope.gateway]}
-        if alias not in filters:
-            if len(filters) - (COUNTED in filters) >= MAX_ALIASES:
-                continue
-            filters[alias] = where
+            filters[alias] = {"datetimeMinute_geq": since, "gateway_in": [scope.gateway]}
         aliases[(scope.gateway, scope.rule)] = alias
     parameters = ", ".join(["$accountTag: string!", *(f"${alias}: {FILTER}!" for alias in filters)])
     body = " ".join(_selection(alias) for alias in filters)
@@ -153,6 +150,8 @@ def _row(raw: Any, alias: str, index: int) -> Row:
             found[name] = _texts(value, f"{where}.dimensions.{name}")
         else:
             found[name] = _label(value, f"{where}.dimensions.{name}")
+    if len(found.get("metadataKeys", ())) != len(found.get("metadataValues", ())):
+        raise Malformed(f"graphql: {where} has not as many metadata values as keys")
     return Row(count, {name: _number(sum_obj.get(name), f"{where}.sum.{name}") for name in sums}, found)
 
 

@@ -40,9 +40,10 @@ from exporter.words import dollars
 
 log = logging.getLogger("exporter.collectors")
 Triple = tuple[str, str, str]  # (gateway, provider, model)
-OTHER: Triple = ("other", "other", "other")
+OTHER = "other"  # provider and model of the series past max_series, per gateway
 LEARN_SERIES = 3600.0  # the first poll reads the last hour for the series that exist, to start them at 0
 MAX_CATCH_UP = 86400.0  # after a long outage, at most the last day is counted; older minutes are lost
+MAX_RULE_WINDOW = 31 * 86400.0  # a rule with a longer window gets no usage: analytics are not kept that long
 RULES_MAX_AGE = 300.0  # the rules are read again when older: a new rule's usage shows within 5 minutes
 MAX_SHOWN = 4  # gateways on the status page
 
@@ -60,8 +61,11 @@ COST = Family(f"{NS}_gateway_cost", "Cost in US dollars, Cloudflare's estimate f
               (*SERIES, "wholesale"), "counter")
 RULE_USAGE = Family(f"{NS}_spend_limit_rule_usage", "US dollars spent in the spend-limit rule's current window "
                     "within its scope (a rule partitioned by metadata: the value that spent most).", (*GW, "rule"))
-FOLDED = Family(f"{NS}_gateway_analytics_folded_groups", "Analytics groups counted under gateway, provider and "
-                "model \"other\": the account reached collectors.gateway_analytics.max_series.", ACC, "counter")
+FOLDED = Family(f"{NS}_gateway_analytics_folded_groups", "Analytics groups counted under provider and model "
+                "\"other\" of their gateway: the account reached collectors.gateway_analytics.max_series.", ACC,
+                "counter")
+SKIPPED = Family(f"{NS}_gateway_analytics_skipped_minutes", "Minutes never counted: after an outage longer than a "
+                 "day, only the last day is counted.", ACC, "counter")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,8 +101,10 @@ class RuleUsage:
 @dataclass(frozen=True)
 class Analytics:
     counted_until: float  # Unix seconds: the minutes before it are counted
-    series: Mapping[Triple, Totals]
+    series: Mapping[Triple, Totals]  # as exported
+    held: Mapping[Triple, Totals] = field(default_factory=dict)  # counted, exported from the next poll on
     folded: int = 0
+    skipped_minutes: float = 0.0
     rules: tuple[RuleUsage, ...] = ()
     refused: Mapping[str, float] = field(default_factory=dict)  # gateway -> rate-limited requests, this poll
     gateways: tuple[Gateway, ...] = ()  # with their rules, as read at ``gateways_read_at``
@@ -115,18 +121,28 @@ def _counts(row: query.Row) -> Totals:
                   0.0 if wholesale else row.sums["cost"])
 
 
-def add_counts(series: Mapping[Triple, Totals], rows: Iterable[query.Row], max_series: int,
-               zero: bool = False) -> tuple[dict[Triple, Totals], int]:
-    """``series`` with the rows added (``zero``: only the series they name, at 0), and how many rows were
-    folded into OTHER because the account already has ``max_series`` series."""
-    out = dict(series)
+def add_counts(old: Analytics | None, rows: Iterable[query.Row], max_series: int
+               ) -> tuple[dict[Triple, Totals], dict[Triple, Totals], int]:
+    """The series with the rows added, the counts held back, and how many rows were folded into their gateway's
+    OTHER series because the account already has ``max_series`` series. A series the rows name for the first
+    time is exported at 0 and its counts are held for the next poll, so that ``increase()`` sees all of them;
+    the first poll (``old`` None) only learns the series."""
+    series = {} if old is None else {t: v.plus(old.held.get(t, Totals())) for t, v in old.series.items()}
+    held: dict[Triple, Totals] = {}
     folded = 0
     for row in rows:
         triple = (row.dims["gateway"], row.dims["provider"], row.dims["model"])
-        if triple not in out and len(out) >= max_series:
-            triple, folded = OTHER, folded + 1
-        out[triple] = out.get(triple, Totals()) if zero else out.get(triple, Totals()).plus(_counts(row))
-    return out, folded
+        if triple not in series and triple not in held and len(series) + len(held) >= max_series:
+            triple, folded = (triple[0], OTHER, OTHER), folded + 1
+        if old is None:
+            series.setdefault(triple, Totals())
+        elif triple in series:
+            series[triple] = series[triple].plus(_counts(row))
+        else:
+            held[triple] = held.get(triple, Totals()).plus(_counts(row))
+    for triple in held:
+        series[triple] = Totals()
+    return series, held, folded if old is not None else 0
 
 
 def _matches(wanted: tuple[str, ...], value: str) -> bool:
@@ -145,7 +161,7 @@ def metadata_spend(rule: Rule, rows: Iterable[query.Row]) -> float:
     budgets: dict[tuple[str, ...], float] = {}
     for row in rows:
         keys, values = row.dims["metadataKeys"], row.dims["metadataValues"]
-        metadata = dict(zip(keys, values, strict=False))  # the two lists name key and value in the same order
+        metadata = dict(zip(keys, values, strict=True))  # the two lists name key and value in the same order
         if any(k not in metadata or (wanted is not None and metadata[k] not in wanted)
                for k, wanted in rule.metadata.items()):
             continue
@@ -168,7 +184,9 @@ def rule_usages(gateways: Iterable[Gateway], plan: query.Plan, answer: Mapping[s
     for gw in gateways:
         for rule in gw.rules:
             alias = plan.aliases.get((gw.id, rule.id))
-            if alias is None:
+            if rule.window > MAX_RULE_WINDOW:
+                found.append(RuleUsage(gw.id, rule, None, "its window is longer than 31 days, the analytics kept"))
+            elif alias is None:
                 found.append(RuleUsage(gw.id, rule, None, "past the query's alias limit"))
             elif alias in plan.truncated(answer):
                 found.append(RuleUsage(gw.id, rule, None, f"more than {query.LIMIT:,} groups in its window"))
@@ -263,7 +281,7 @@ class GatewayAnalyticsCollector(Collector[GatewayAnalyticsSettings, Analytics]):
     columns = ("Gateways",)
     graphql_per_poll = 1
     routes = (Route("gateway_analytics", "/graphql", _answer, "POST"),)
-    families = (REQUESTS, CACHED, ERRORED, RATE_LIMITED, TOKENS, COST, RULE_USAGE, FOLDED)
+    families = (REQUESTS, CACHED, ERRORED, RATE_LIMITED, TOKENS, COST, RULE_USAGE, FOLDED, SKIPPED)
     sample = staticmethod(_sample)
     now: Callable[[], float] = staticmethod(time.time)
 
@@ -278,25 +296,30 @@ class GatewayAnalyticsCollector(Collector[GatewayAnalyticsSettings, Analytics]):
             (gateways, left_out), read_at = await fetch_gateways(api), now
         end = math.floor((now - self.settings.delay) / 60) * 60
         start = end - LEARN_SERIES if previous is None else max(previous.counted_until, end - MAX_CATCH_UP)
+        skipped = 0.0 if previous is None else max(0.0, start - previous.counted_until) / 60
+        rules = sorted(((gw, rule) for gw in gateways for rule in gw.rules if rule.window <= MAX_RULE_WINDOW),
+                       key=lambda pair: not pair[1].enabled)  # past the alias limit, disabled rules go first
         scopes = [query.Scope(gw.id, rule.id, window_start(rule, now), rule.models, rule.providers,
-                              tuple(rule.metadata)) for gw in gateways for rule in gw.rules]
+                              tuple(rule.metadata)) for gw, rule in rules]
         plan = query.plan((start, end) if start < end else None, scopes)
         answer = query.read(await api.graphql(plan.document, plan.variables), plan)
         warnings = [w for w in (left_out,) if w]
+        if skipped:
+            warnings.append(f"{skipped:,.0f} minutes were never counted: only the last day is read after an outage")
         rows = answer.get(query.COUNTED, [])
         if query.COUNTED in plan.truncated(answer):
             warnings.append(str(api.fail("pagination", f"more than {query.LIMIT:,} groups in the counted minutes: "
                                          "the least costly were not counted; shorten the interval")))
-        old = {} if previous is None else previous.series
-        series, folded = add_counts(old, rows, self.settings.max_series, zero=previous is None)
+        series, held, folded = add_counts(previous, rows, self.settings.max_series)
         usages = rule_usages(gateways, plan, answer)
         warnings += sorted({f"no usage for a rule: {u.why}" for u in usages if u.why})
         refused: dict[str, float] = {}
         for row in rows if previous is not None else ():
             if row.dims.get("rateLimited") == 1:
                 refused[row.dims["gateway"]] = refused.get(row.dims["gateway"], 0.0) + row.count
-        data = Analytics(max(end, start), MappingProxyType(series), (previous.folded if previous else 0) + folded,
-                         usages, MappingProxyType(refused), gateways, read_at)
+        before = previous or Analytics(start, {})
+        data = Analytics(max(end, start), MappingProxyType(series), MappingProxyType(held), before.folded + folded,
+                         before.skipped_minutes + skipped, usages, MappingProxyType(refused), gateways, read_at)
         return Fetched(data, summary={"series": len(series), "rules": len(usages), "minutes": max(0, end - start) / 60},
                        warning="; ".join(warnings) or None)
 
@@ -316,8 +339,8 @@ class GatewayAnalyticsCollector(Collector[GatewayAnalyticsSettings, Analytics]):
         for usage in data.rules:
             if usage.usage is not None:
                 out.add(RULE_USAGE, (*acc, usage.gateway, usage.rule.id), round(usage.usage, 10))
-        if data.folded:
-            out.add(FOLDED, acc, data.folded)
+        out.add(FOLDED, acc, data.folded)
+        out.add(SKIPPED, acc, data.skipped_minutes)
 
     def status(self, data: Analytics, now: float) -> tuple[StatusCell, ...]:
         """Per gateway, the enabled rule closest to its limit, and the requests a rate limit refused."""

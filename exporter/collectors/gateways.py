@@ -9,9 +9,9 @@ a rule's current window comes from the analytics collector, which reads the rule
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from exporter.cloudflare.account import AccountApi
 from exporter.collectors._wire import is_finite, known_label
@@ -85,7 +85,10 @@ class Gateway:
     rate_interval: float | None = None
     rate_technique: str = UNKNOWN
     rules: tuple[Rule, ...] = ()
-    skipped: int = 0  # rules left out: malformed, or past MAX_RULES_PER_GATEWAY
+    skipped: int = 0  # rules left out: malformed, repeated, or past MAX_RULES_PER_GATEWAY
+
+
+_Item = TypeVar("_Item", Rule, Gateway)
 
 
 def _flag(value: Any) -> str:
@@ -149,6 +152,17 @@ def parse_rule(raw: Any, position: int, limits_on: bool) -> Rule | None:
                 providers, metadata)
 
 
+def _first_of_each_id(items: Iterable[_Item]) -> list[_Item]:
+    """The items without a repeated id (one id must be one series), the first of each kept."""
+    seen: set[str] = set()
+    kept = []
+    for item in items:
+        if item.id not in seen:
+            seen.add(item.id)
+            kept.append(item)
+    return kept
+
+
 def parse_gateway(raw: Any) -> Gateway | None:
     """One wire gateway, or None when it has no usable id. Settings it leaves out are unknown."""
     if not isinstance(raw, dict) or not isinstance(raw.get("id"), str) or not _GATEWAY_ID_RE.fullmatch(raw["id"]):
@@ -160,8 +174,8 @@ def parse_gateway(raw: Any) -> Gateway | None:
     spend = spend if isinstance(spend, dict) else {}
     raw_rules: list[Any] = spend["rules"] if isinstance(spend.get("rules"), list) else []
     limits_on = spend.get("enabled") is not False
-    rules = [parse_rule(r, n, limits_on) for n, r in enumerate(raw_rules[:MAX_RULES_PER_GATEWAY], 1)]
-    kept = tuple(r for r in rules if r is not None)
+    parsed = (parse_rule(r, n, limits_on) for n, r in enumerate(raw_rules[:MAX_RULES_PER_GATEWAY], 1))
+    kept = tuple(_first_of_each_id(r for r in parsed if r is not None))
     return Gateway(
         id=raw["id"],
         billing_mode=known_label(mode, ("postpaid", "unified")) if isinstance(mode, str) else UNKNOWN,
@@ -176,14 +190,14 @@ async def fetch_gateways(api: AccountApi) -> tuple[tuple[Gateway, ...], str | No
     """Every gateway of the account (all pages), and what was left out: malformed gateways and rules are
     counted (api_errors_total, reason invalid_response), the rest is kept."""
     read = await api.get_pages(PATH, {}, None, parse_gateway)
-    gateways = tuple(g for g in read.items if g is not None)
+    gateways = tuple(_first_of_each_id(g for g in read.items if g is not None))
     left_out = len(read.items) - len(gateways) + sum(g.skipped for g in gateways)
     if not read.complete:
         return gateways, "the gateways list is incomplete: the API ignores the page parameter"
     if not left_out:
         return gateways, None
-    return gateways, str(api.fail("invalid_response", f"{left_out} malformed gateways or spend-limit rules were "
-                                  f"left out (at most {MAX_RULES_PER_GATEWAY} rules per gateway are read)"))
+    return gateways, str(api.fail("invalid_response", f"{left_out} malformed or repeated gateways or spend-limit "
+                                  f"rules were left out (at most {MAX_RULES_PER_GATEWAY} rules per gateway are read)"))
 
 
 # --- the sample accounts ---
