@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from exporter.config.load import default_collectors
 from tests.promstack import (
     ALERTS_FILE,
     DOCS_DIR,
@@ -234,8 +235,8 @@ def test_poll_intervals_match_the_exporter_defaults_and_billing_alerts_wait_two_
     """Two polls' worth of evidence before a billing or gateway alert fires: for: > 2 x the feeding endpoint's
     interval."""
     intervals = _poll_intervals()
-    assert intervals == {"invoice_history": 300, "credit_balance": 60, "spending_limit": 300,
-                         "usage_history": 300, "invoice_preview": 900, "gateways": 300, "gateway_analytics": 60}
+    defaults = {name: int(settings.interval) for name, settings in default_collectors().items()}
+    assert intervals == defaults, "prometheus/alerts.yml: one poll_interval record per registered collector"
     feeds = {**BILLING_ALERT_ENDPOINT, **{name: endpoint for name, (_, endpoint) in GATEWAY_ALERTS.items()}}
     for rule in alert_rules():
         endpoint = feeds.get(rule["alert"])
