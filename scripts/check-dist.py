@@ -12,7 +12,6 @@ rest of the form; neither looks at the licence file's content or at the version.
 from __future__ import annotations
 
 import argparse
-import ast
 import sys
 import tarfile
 import zipfile
@@ -20,22 +19,11 @@ from email.message import Message
 from email.parser import BytesHeaderParser
 from pathlib import Path
 
+from problems import package_version, report
+
 ROOT = Path(__file__).resolve().parent.parent
 NAME = "cloudflare-ai-gateway-exporter"
 LICENSE_EXPRESSION = "Apache-2.0"
-
-
-def package_version(root: Path) -> str:
-    """`__version__` of exporter/__init__.py, read without importing the package (nor its dependencies)."""
-    for node in ast.parse((root / "exporter" / "__init__.py").read_text(encoding="utf-8")).body:
-        if (
-            isinstance(node, ast.Assign)
-            and [getattr(t, "id", None) for t in node.targets] == ["__version__"]
-            and isinstance(node.value, ast.Constant)
-            and isinstance(node.value.value, str)
-        ):
-            return node.value.value
-    raise ValueError("exporter/__init__.py assigns no string to __version__")
 
 
 def metadata_problems(kind: str, raw: bytes, version: str) -> list[str]:
@@ -107,11 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         found = problems(args.dist, args.root)
     except (OSError, ValueError, SyntaxError, tarfile.TarError, zipfile.BadZipFile) as err:
         found = [str(err)]
-    for problem in found:
-        print(f"check-dist: {problem}", file=sys.stderr)
-    if not found:
-        print(f"{args.dist}: sdist and wheel of {package_version(args.root)} carry LICENSE ({LICENSE_EXPRESSION})")
-    return 1 if found else 0
+    success = f"{args.dist}: sdist and wheel of {package_version(args.root)} carry LICENSE ({LICENSE_EXPRESSION})"
+    return report("check-dist", found, success)
 
 
 if __name__ == "__main__":

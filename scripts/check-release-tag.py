@@ -11,27 +11,14 @@ labels and the release notes would each name another version, and PyPI never tak
 from __future__ import annotations
 
 import argparse
-import ast
 import re
 import sys
 from pathlib import Path
 
+from problems import package_version, report
+
 ROOT = Path(__file__).resolve().parent.parent
 HEADING = re.compile(r"^## \[(?P<version>[^\]]+)\](?: - (?P<date>\d{4}-\d{2}-\d{2}))?\s*$", re.MULTILINE)
-
-
-def package_version(root: Path) -> str:
-    """`__version__` of exporter/__init__.py, read without importing the package (nor its dependencies)."""
-    tree = ast.parse((root / "exporter" / "__init__.py").read_text(encoding="utf-8"))
-    for node in tree.body:
-        if (
-            isinstance(node, ast.Assign)
-            and [getattr(t, "id", None) for t in node.targets] == ["__version__"]
-            and isinstance(node.value, ast.Constant)
-            and isinstance(node.value.value, str)
-        ):
-            return node.value.value
-    raise ValueError("exporter/__init__.py assigns no string to __version__")
 
 
 def newest_release(changelog: str) -> tuple[str, str | None]:
@@ -68,11 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         found = problems(args.tag, args.root)
     except (OSError, ValueError, SyntaxError) as err:
         found = [str(err)]
-    for problem in found:
-        print(f"check-release-tag: {problem}", file=sys.stderr)
-    if not found:
-        print(f"{args.tag}: matches exporter.__version__ and CHANGELOG.md")
-    return 1 if found else 0
+    return report("check-release-tag", found, f"{args.tag}: matches exporter.__version__ and CHANGELOG.md")
 
 
 if __name__ == "__main__":
