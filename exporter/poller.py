@@ -408,3 +408,4 @@ class Poller:
                 else:
                     self._due[key] = min(self._due.get(key, now), self._next_slot(key, now))
         self._due = {k: v for k, v in self._due.items() if k in self._phase}
+        self._warned = {k: v for k, v in self._warned.items() if k in self._phase}

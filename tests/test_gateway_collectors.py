@@ -355,6 +355,13 @@ def test_repeated_rule_and_gateway_ids_are_kept_once_and_counted() -> None:
     [chat] = fetched.data
     assert [(r.id, r.limit) for r in chat.rules] == [("a", 10), ("#3", 5)]
     assert counts.errors == {"invalid_response": 1} and "3 malformed or repeated" in fetched.warning
+    first, _ = world.poll(analytics())
+    world.clock = NOW + MINUTE
+    # the rules as read a minute ago carry the same warning, so that the poller logs it once, not at every read;
+    # it is counted once per read
+    second, counts = world.poll(analytics(), first.data)
+    assert second.warning == first.warning and "3 malformed" in second.warning
+    assert not counts.errors and world.pages == [1, 2, 1, 2]
 
 
 def test_metadata_keys_without_as_many_values_refuse_the_answer() -> None:

@@ -109,6 +109,7 @@ class Analytics:
     refused: Mapping[str, float] = field(default_factory=dict)  # gateway -> rate-limited requests, this poll
     gateways: tuple[Gateway, ...] = ()  # with their rules, as read at ``gateways_read_at``
     gateways_read_at: float = -math.inf
+    gateways_left_out: str | None = None  # what that read left out, said again until the next read
 
 
 def _counts(row: query.Row) -> Totals:
@@ -172,10 +173,10 @@ def metadata_spend(rule: Rule, rows: Iterable[query.Row]) -> float:
 
 def window_start(rule: Rule, now: float) -> float:
     """Sliding: ``window`` seconds ago. Fixed: the last multiple of ``window`` since the epoch (an assumption:
-    Cloudflare does not say where a fixed window starts; a 86,400 s window is the UTC day)."""
-    if rule.technique == "fixed":
-        return math.floor(now / rule.window) * rule.window
-    return now - rule.window
+    Cloudflare does not say where a fixed window starts; a 86,400 s window is the UTC day). Never older than the
+    analytics kept, whole minutes included."""
+    start = math.floor(now / rule.window) * rule.window if rule.technique == "fixed" else now - rule.window
+    return max(start, math.ceil((now - MAX_RULE_WINDOW) / 60) * 60)
 
 
 def rule_usages(gateways: Iterable[Gateway], plan: query.Plan, answer: Mapping[str, list[query.Row]]
@@ -291,7 +292,7 @@ class GatewayAnalyticsCollector(Collector[GatewayAnalyticsSettings, Analytics]):
     async def fetch(self, api: AccountApi, previous: Analytics | None) -> Fetched:
         now = self.now()
         if previous is not None and now - previous.gateways_read_at < RULES_MAX_AGE:
-            gateways, left_out, read_at = previous.gateways, None, previous.gateways_read_at
+            gateways, left_out, read_at = previous.gateways, previous.gateways_left_out, previous.gateways_read_at
         else:
             (gateways, left_out), read_at = await fetch_gateways(api), now
         end = math.floor((now - self.settings.delay) / 60) * 60
@@ -319,7 +320,8 @@ class GatewayAnalyticsCollector(Collector[GatewayAnalyticsSettings, Analytics]):
                 refused[row.dims["gateway"]] = refused.get(row.dims["gateway"], 0.0) + row.count
         before = previous or Analytics(start, {})
         data = Analytics(max(end, start), MappingProxyType(series), MappingProxyType(held), before.folded + folded,
-                         before.skipped_minutes + skipped, usages, MappingProxyType(refused), gateways, read_at)
+                         before.skipped_minutes + skipped, usages, MappingProxyType(refused), gateways, read_at,
+                         left_out)
         return Fetched(data, summary={"series": len(series), "rules": len(usages), "minutes": max(0, end - start) / 60},
                        warning="; ".join(warnings) or None)
 
