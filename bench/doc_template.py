@@ -166,12 +166,16 @@ def _changes(results: dict[str, Any]) -> str:
     worst_a = max(results["memory"], key=lambda x: x["unpaid"])
     small_b = min(before["scrape"], key=lambda x: x["invoices"])
     small_a = min(results["scrape"], key=lambda x: x["invoices"])
-    api_b = {(a["accounts"], a["requests_per_second"]): a for a in before["api"]}
+    def api_key(case: dict[str, Any]) -> tuple[Any, ...]:  # the same accounts, budget and collectors
+        return case["accounts"], case["requests_per_second"], case.get("collectors", "invoice history")
+
+    api_b = {api_key(a): a for a in before["api"]}
     api_lines = []
     for a in results["api"]:
-        b = api_b.get((a["accounts"], a["requests_per_second"]))
+        b = api_b.get(api_key(a))
         if b:
-            api_lines.append(f"{a['accounts']:,} accounts x {a['pages_min'] // a['accounts']} page(s) at "
+            api_lines.append(f"{a['accounts']:,} accounts x {a.get('invoice_pages', a['pages_min']) // a['accounts']} "
+                             f"invoice page(s) at "
                              f"{a['requests_per_second']:g}/s: busiest second {b['max_requests_in_1s']} -> "
                              f"{a['max_requests_in_1s']}, cycle / floor {b['cycle_ratio']:.3f} -> "
                              f"{a['cycle_ratio']:.3f}")
@@ -385,11 +389,12 @@ blocks (and the small per-scrape families).
 At {largest:,} invoices (an exposition of about
 {max(s['bytes'] for s in scrape if s['invoices'] == largest) / 1e6:.0f} MB) the exporter's plain answer is about as
 fast as nginx at the median: both are bound by copying the bytes through loopback and by wrk reading them. On the
-smallest expositions nginx is faster by a fixed cost per request (Python's HTTP server parses the request and
+smallest expositions nginx is faster by a fixed cost per request (the exporter parses the request and
 writes the headers in Python): about {fixed_ms:.2f} ms here. With 16 concurrent clients both servers are
 saturated, and at {largest:,} invoices the exporter serves about as many scrapes per second as nginx
-({busy['exporter_c16']['rps']:,.0f} against {busy['nginx_c16']['rps']:,.0f} over {busy['accounts']:,} accounts, the
-row with the highest p50 ratio), so the mean latency is the same (16 connections divided by the throughput);
+({busy['exporter_c16']['rps']:,.0f} against {busy['nginx_c16']['rps']:,.0f} over
+{busy['accounts']:,} account{'' if busy['accounts'] == 1 else 's'}, the row with the highest p50 ratio), so the mean
+latency is the same (16 connections divided by the throughput);
 its p50 is higher because 16 threads taking turns at the GIL finish their answers evenly, where nginx's event
 loop finishes some early and others late. Prometheus scrapes one at a time (two for an HA pair), so this is the
 price of a stress test, not of a real scrape.

@@ -57,8 +57,9 @@ def test_version_is_read_from_the_package_only() -> None:
 def test_the_release_tools_are_an_extra_of_their_own() -> None:
     """.ci/run builds and checks the distributions and validates the workflows with these, from .venv-release;
     not from .venv, whose exporter would import rich and click through httpx when they are installed."""
-    extras = pyproject()["project"]["optional-dependencies"]
-    assert isinstance(extras, dict)
+    project = pyproject()["project"]
+    assert isinstance(project, dict)
+    extras = project["optional-dependencies"]
 
     def names(extra: str) -> set[str]:
         return {re.split(r"[<>=!~\[; ]", req, maxsplit=1)[0].lower() for req in extras[extra]}

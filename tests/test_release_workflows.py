@@ -125,7 +125,8 @@ def test_nothing_is_published_before_the_tag_check_and_the_full_ci(release: dict
 
 def test_release_builds_the_distributions_as_ci_run_does(release: dict[str, Any]) -> None:
     ci_run = (REPO / ".ci" / "run").read_text(encoding="utf-8")
-    assert re.search(rf"^PYTHON=\.venv-release/bin/python bash {re.escape(BUILD_DIST)} \"\$dist\"$", ci_run, re.MULTILINE)
+    build = rf"^PYTHON=\.venv-release/bin/python bash {re.escape(BUILD_DIST)} \"\$dist\"$"
+    assert re.search(build, ci_run, re.MULTILINE)
     dist = release["jobs"]["dist"]
     build_steps = [step for step in steps(dist) if BUILD_DIST in str(step.get("run", ""))]
     assert len(build_steps) == 1
