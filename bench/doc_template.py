@@ -317,7 +317,7 @@ Everything runs on loopback, each part in a process of its own, started and stop
   time of every request (`time.monotonic()`, one clock for all processes).
 - **the exporter** as users run it: `python -m exporter --config.file … --web.listen-address 127.0.0.1:PORT`,
   log level info, `per_page: 100`, `metrics.invoice_series: unpaid`. Items 1, 1b, 2 and 4 measure the invoice
-  exposition (the other four collectors turned off, so the figures compare with earlier runs: they add a few
+  exposition (the other collectors turned off, so the figures compare with earlier runs: they add a few
   samples per account); item 3 runs the default collectors config.
 - **nginx** (our own process with a generated config: one worker, `sendfile`, no access log) serving a file that
   holds the very bytes the exporter returned (and its gzip answer for the gzip row).
