@@ -233,13 +233,15 @@ def test_every_accepted_extreme_starts_and_serves(case: str, tmp_path: Path) -> 
     check = subprocess.run([sys.executable, "-m", "exporter", "--config.file", str(path), "--config.check"],
                            cwd=REPO, capture_output=True, text=True, timeout=30, check=False)
     assert check.returncode == 0, check.stderr
-    proc = ExporterProcess(config, (), None, tmp_path)
+    proc = ExporterProcess(config, ("--log.level", "debug"), None, tmp_path)
     try:
         proc.wait_listening()
-        text = proc.wait_metrics(  # a poll has run against the closed port
-            lambda t: value(t, "cloudflare_ai_gateway_api_errors_total", reason="connection") is not None,
-            what="a failed connection counted")
+        # a request has failed against the closed port: a poll that ended (no retries) or its first retry
+        wait_for(lambda: "retrying request" in proc.output() or value(
+            proc.metrics(), "cloudflare_ai_gateway_api_errors_total", reason="connection") is not None,
+            timeout=20, what="a failed connection")
         assert proc.proc.poll() is None, proc.output()
+        text = proc.metrics()
         assert value(text, "cloudflare_ai_gateway_exporter_config_last_reload_successful") == 1.0
         assert "Traceback" not in proc.output(), proc.output()
     finally:
