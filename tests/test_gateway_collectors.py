@@ -266,7 +266,7 @@ def test_after_a_long_outage_at_most_a_day_is_counted_and_the_rest_said_lost() -
     fetched, _ = world.poll(analytics(), Analytics(at("10:25") - 5 * 86400, {chat: Totals()}))
     assert fetched.data.series[chat].requests == 5
     assert fetched.warning and "5,760 minutes were never counted" in fetched.warning
-    assert samples(analytics(), fetched.data)[("gateway_analytics_skipped_minutes", ACC)] == 4 * 1440
+    assert samples(analytics(), fetched.data)[("gateway_analytics_skipped_seconds", ACC)] == 4 * 86400
 
 
 # --- gateway_analytics: spend in each rule's window ---

@@ -37,6 +37,9 @@ def test_families_are_prefixed_documented_and_unique(collector: type[Collector[A
     for family in families:
         assert family.name.startswith("cloudflare_ai_gateway_") and family.doc.strip()
         assert family.labels[:2] == ("account_id", "account") and family.type in ("gauge", "counter")
+        # Prometheus' base units (promtool check metrics refuses the others): seconds, bytes, not minutes or kB
+        words = family.name.split("_")
+        assert not {"minutes", "hours", "days", "milliseconds", "kilobytes", "megabytes"} & set(words), family.name
     others = {f.name for c in REGISTRY if c is not collector for f in c(CONFIG.collectors[c.name], CONFIG).families}
     assert not {f.name for f in families} & others
 

@@ -64,8 +64,8 @@ RULE_USAGE = Family(f"{NS}_spend_limit_rule_usage", "US dollars spent in the spe
 FOLDED = Family(f"{NS}_gateway_analytics_folded_groups", "Analytics groups counted under provider and model "
                 "\"other\" of their gateway: the account reached collectors.gateway_analytics.max_series.", ACC,
                 "counter")
-SKIPPED = Family(f"{NS}_gateway_analytics_skipped_minutes", "Minutes never counted: after an outage longer than a "
-                 "day, only the last day is counted.", ACC, "counter")
+SKIPPED = Family(f"{NS}_gateway_analytics_skipped_seconds", "Analytics time never counted, whole minutes: after an "
+                 "outage longer than a day, only the last day is counted.", ACC, "counter")
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +104,7 @@ class Analytics:
     series: Mapping[Triple, Totals]  # as exported
     held: Mapping[Triple, Totals] = field(default_factory=dict)  # counted, exported from the next poll on
     folded: int = 0
-    skipped_minutes: float = 0.0
+    skipped_seconds: float = 0.0
     rules: tuple[RuleUsage, ...] = ()
     refused: Mapping[str, float] = field(default_factory=dict)  # gateway -> rate-limited requests, this poll
     gateways: tuple[Gateway, ...] = ()  # with their rules, as read at ``gateways_read_at``
@@ -297,16 +297,17 @@ class GatewayAnalyticsCollector(Collector[GatewayAnalyticsSettings, Analytics]):
             (gateways, left_out), read_at = await fetch_gateways(api), now
         end = math.floor((now - self.settings.delay) / 60) * 60
         start = end - LEARN_SERIES if previous is None else max(previous.counted_until, end - MAX_CATCH_UP)
-        skipped = 0.0 if previous is None else max(0.0, start - previous.counted_until) / 60
+        skipped = 0.0 if previous is None else max(0.0, start - previous.counted_until)
         rules = sorted(((gw, rule) for gw in gateways for rule in gw.rules if rule.window <= MAX_RULE_WINDOW),
-                       key=lambda pair: not pair[1].enabled)  # past the alias limit, disabled rules go first
+                       key=lambda pair: not pair[1].enabled)  # enabled first: past the alias limit, they keep usage
         scopes = [query.Scope(gw.id, rule.id, window_start(rule, now), rule.models, rule.providers,
                               tuple(rule.metadata)) for gw, rule in rules]
         plan = query.plan((start, end) if start < end else None, scopes)
         answer = query.read(await api.graphql(plan.document, plan.variables), plan)
         warnings = [w for w in (left_out,) if w]
         if skipped:
-            warnings.append(f"{skipped:,.0f} minutes were never counted: only the last day is read after an outage")
+            warnings.append(f"{skipped / 60:,.0f} minutes were never counted: only the last day is read after an "
+                            "outage")
         rows = answer.get(query.COUNTED, [])
         if query.COUNTED in plan.truncated(answer):
             warnings.append(str(api.fail("pagination", f"more than {query.LIMIT:,} groups in the counted minutes: "
@@ -320,7 +321,7 @@ class GatewayAnalyticsCollector(Collector[GatewayAnalyticsSettings, Analytics]):
                 refused[row.dims["gateway"]] = refused.get(row.dims["gateway"], 0.0) + row.count
         before = previous or Analytics(start, {})
         data = Analytics(max(end, start), MappingProxyType(series), MappingProxyType(held), before.folded + folded,
-                         before.skipped_minutes + skipped, usages, MappingProxyType(refused), gateways, read_at,
+                         before.skipped_seconds + skipped, usages, MappingProxyType(refused), gateways, read_at,
                          left_out)
         return Fetched(data, summary={"series": len(series), "rules": len(usages), "minutes": max(0, end - start) / 60},
                        warning="; ".join(warnings) or None)
@@ -342,7 +343,7 @@ class GatewayAnalyticsCollector(Collector[GatewayAnalyticsSettings, Analytics]):
             if usage.usage is not None:
                 out.add(RULE_USAGE, (*acc, usage.gateway, usage.rule.id), round(usage.usage, 10))
         out.add(FOLDED, acc, data.folded)
-        out.add(SKIPPED, acc, data.skipped_minutes)
+        out.add(SKIPPED, acc, data.skipped_seconds)
 
     def status(self, data: Analytics, now: float) -> tuple[StatusCell, ...]:
         """Per gateway, the enabled rule closest to its limit, and the requests a rate limit refused."""
