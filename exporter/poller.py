@@ -364,9 +364,10 @@ class Poller:
         self._budget_warned = key
         graphql_budget = self._config.cloudflare.graphql_queries_per_second * BUDGET_WINDOW
         if queries > min(graphql_budget, GRAPHQL_LIMIT_PER_5M):
+            intervals = " or ".join(f"collectors.{c.name}.interval" for c in collectors if c.graphql_per_poll)
             log.warning("the enabled collectors need more GraphQL queries per 5 minutes than "
-                        "cloudflare.graphql_queries_per_second allows or Cloudflare's quota of 300 per user: analytics "
-                        "polls will run late; lengthen collectors.gateway_analytics.interval or shard the accounts",
+                        "cloudflare.graphql_queries_per_second allows or Cloudflare's quota of 300 per user: their "
+                        f"polls will run late; lengthen {intervals} or shard the accounts",
                         extra={"accounts": len(self._accounts), "graphql_per_5m_needed": round(queries, 1),
                                "graphql_per_5m_budget": round(graphql_budget, 1),
                                "graphql_per_5m_cloudflare_default": GRAPHQL_LIMIT_PER_5M})

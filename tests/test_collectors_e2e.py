@@ -223,6 +223,7 @@ def test_the_budget_warning_counts_every_enabled_collector_with_the_numbers(
     caplog.clear()
     [graphql] = _poller(caplog, 61, {})
     assert graphql.__dict__["graphql_per_5m_needed"] == 305 and graphql.__dict__["graphql_per_5m_budget"] == 300
+    assert "lengthen collectors.gateway_analytics.interval" in graphql.getMessage()
     caplog.clear()
     analytics_every_5m = {"gateway_analytics": {"interval": "5m"}}  # 1 query and 1 request per 5 minutes
     assert not _poller(caplog, 79, analytics_every_5m)  # 79 x 11.33 = 895.3

@@ -30,6 +30,7 @@ from typing import Any
 
 from exporter.cloudflare.account import AccountApi
 from exporter.collectors import _analytics_query as query
+from exporter.collectors._wire import OTHER
 from exporter.collectors.base import ACC, NS, Acc, Collector, Family, Fetched, Route, SampleRequest, Sink
 from exporter.collectors.cells import StatusCell, StatusLine
 from exporter.collectors.gateways import Gateway, Rule, fetch_gateways
@@ -39,8 +40,7 @@ from exporter.samples import DEMO_NAMES
 from exporter.words import dollars
 
 log = logging.getLogger("exporter.collectors")
-Triple = tuple[str, str, str]  # (gateway, provider, model)
-OTHER = "other"  # provider and model of the series past max_series, per gateway
+Triple = tuple[str, str, str]  # (gateway, provider, model); past max_series, provider and model are OTHER
 LEARN_SERIES = 3600.0  # the first poll reads the last hour for the series that exist, to start them at 0
 MAX_CATCH_UP = 86400.0  # after a long outage, at most the last day is counted; older minutes are lost
 MAX_RULE_WINDOW = 31 * 86400.0  # a rule with a longer window gets no usage: analytics are not kept that long
