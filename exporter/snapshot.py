@@ -18,6 +18,7 @@ from typing import Any
 from exporter.cloudflare.errors import PollCounts
 from exporter.collectors import REGISTRY
 from exporter.collectors.base import Collector
+from exporter.config.load import default_collectors
 from exporter.config.model import Config, Inherited
 
 _EMPTY: Mapping[str, int] = MappingProxyType({})
@@ -34,9 +35,10 @@ class Setup:
     @classmethod
     def of(cls, config: Config) -> Setup:
         """A collector the config leaves out runs at its defaults, as for a file without that section."""
-        inherited = Inherited(config.poll.interval, config.metrics.amount_divisor)
-        settings = {c: config.collectors.get(c.name) or c.settings_type.defaults(inherited) for c in REGISTRY}
-        return cls(config, MappingProxyType({c.name: c(s, config) for c, s in settings.items() if s.enabled}))
+        settings = {**default_collectors(Inherited(config.poll.interval, config.metrics.amount_divisor)),
+                    **config.collectors}
+        return cls(config, MappingProxyType({c.name: c(settings[c.name], config) for c in REGISTRY
+                                             if settings[c.name].enabled}))
 
 
 @dataclass(frozen=True)
